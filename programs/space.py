@@ -1,0 +1,114 @@
+"""Spaces: everything family-specific about programs lives here.
+
+A space names the program's inputs, outputs and carried state, the ops it may use, its
+seed program and its validity rules. Mutation, hashing, printing and analysis are shared
+and take the space as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import analysis
+from .ops import LION_K_OPS, LION_SPACE_OPS
+from .program import Program, ProgramError, format_listing, parse_program
+
+
+@dataclass(frozen=True)
+class Space:
+    family: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    state: tuple[str, ...]
+    required: tuple[str, ...]
+    ops: tuple[str, ...]
+    seed_text: str
+    depends_on: str
+    max_length: int = 30
+    listing_name: str = "program"
+    # Inputs that programs may read but must never write (their meaning is fixed).
+    read_only: tuple[str, ...] = field(default=())
+
+    def seed(self) -> Program:
+        return parse_program(self.seed_text)
+
+    def parse(self, text: str) -> Program:
+        """Parse and validate text for this space; raises ProgramError."""
+        program = parse_program(text)
+        reason = self.invalid_reason(program)
+        if reason:
+            raise ProgramError(reason)
+        return program
+
+    def invalid_reason(self, program: Program) -> str | None:
+        """Why the program is not valid in this space, or None when it is."""
+        if len(program) > self.max_length:
+            return f"too long: {len(program)} instructions (at most {self.max_length})"
+        for ins in program.instructions:
+            if ins.op not in self.ops:
+                return f"op {ins.op!r} is not in the {self.family} space"
+            if ins.out in self.read_only:
+                return f"{ins.out!r} is an input and cannot be assigned"
+        missing = analysis.undefined_reads(program, self.inputs)
+        if missing:
+            index, name = missing[0]
+            return f"instruction {index + 1} reads {name!r} before it is defined"
+        assigned = program.assigned()
+        for name in self.required:
+            if name not in assigned:
+                return f"the program never assigns {name!r}"
+        deps = analysis.dependencies(program, self.inputs, self.state)
+        for name in self.required:
+            if self.depends_on not in deps[name]:
+                return f"{name!r} does not depend on {self.depends_on!r}"
+        return None
+
+    def prune(self, program: Program) -> Program:
+        return analysis.prune(program, self.outputs, self.state)
+
+    def hash(self, program: Program) -> str:
+        return analysis.structural_hash(program, self.inputs, self.outputs, self.state,
+                                        self.family)
+
+    def listing(self, program: Program) -> str:
+        return format_listing(program, self.listing_name, self.inputs, self.outputs)
+
+
+ADAMW_SEED = """\
+g2 = square(g)
+m = interp(g, m, 0.9)
+v = interp(g2, v, 0.999)
+sqrt_v = sqrt(v)
+update = m / sqrt_v
+wd = w * 0.01
+update = update + wd
+lr = lr * 0.001
+update = update * lr
+"""
+
+OptimizerSpace = Space(
+    family="optimizer",
+    inputs=("w", "g", "m", "v", "lr", "step"),
+    outputs=("update", "m", "v"),
+    state=("m", "v"),
+    required=("update",),
+    ops=LION_SPACE_OPS + LION_K_OPS,
+    seed_text=ADAMW_SEED,
+    depends_on="g",
+    max_length=30,
+    listing_name="train",
+    read_only=("w", "g", "step"),
+)
+"""Optimizer update rules: ``w -= update`` after every step; ``m`` and ``v`` start at zero
+and carry over; ``lr`` is the schedule's value (1.0 at the start, cosine-decayed), so the
+program's own ``lr = lr * c`` sets the learning rate; ``step`` counts 1, 2, ..."""
+
+SPACES = {"optimizer": OptimizerSpace}
+
+
+def get_space(family: str) -> Space:
+    try:
+        return SPACES[family]
+    except KeyError:
+        raise ProgramError(
+            f"unknown family {family!r} (choose from {', '.join(SPACES)})") from None
