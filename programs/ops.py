@@ -130,7 +130,7 @@ def _orthogonalize(x, layout: Layout):
 
 def _const(value: float):
     def fn():
-        return torch.tensor(value)
+        return torch.tensor(value, dtype=torch.float64)  # callers cast to their dtype
     return fn
 
 

@@ -1,1 +1,312 @@
-def main(): print("hi")
+"""The ``evoprog`` command line: search, inspect, export.
+
+Every command takes ``--db`` (default ``evoprog.db`` in the working directory, or
+``$EVOPROG_DB``). Mistakes a user can make end in one ``Error:`` line and a non-zero
+exit; nothing already recorded is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..programs.export import export_known, export_program
+from ..programs.known import KNOWN, get_known
+from ..programs.program import ProgramError, parse_program
+from ..programs.space import get_space
+from ..store import Store, StoreError
+from .driver import Progress, Search, SearchConfig, SearchError
+
+DEFAULT_DB = "evoprog.db"
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix; shown as one line, exit code 1."""
+
+
+class EvoprogGroup(click.Group):
+    """Turns the errors users can cause into one-line messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (StoreError, ProgramError, SearchError) as exc:
+            raise UserError(str(exc)) from None
+
+
+def db_option(func):
+    return click.option(
+        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("EVOPROG_DB", DEFAULT_DB), show_default=DEFAULT_DB,
+        help="SQLite database file.")(func)
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def open_existing(db_path: Path) -> Store:
+    return Store.open(db_path, create=False)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@click.group(cls=EvoprogGroup)
+@click.version_option(package_name="evoprog")
+def cli() -> None:
+    """Discover optimizers by evolving symbolic programs."""
+
+
+# -- search ------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("family", type=click.Choice(["optimizer"]))
+@click.option("--budget", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Individuals to record, the seed included.")
+@click.option("--population", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Population size of aging evolution (the paper used 1000).")
+@click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Tournament size (the paper used 2 with population 1000).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
+@click.option("--task", default="digits_mlp", show_default=True, help="Proxy task.")
+@click.option("--parallel", type=click.IntRange(min=0), default=0,
+              help="Evaluations in flight (0: twice the cluster's CPUs). Part of what "
+                   "makes a run reproducible.")
+@click.option("--cpus-per-eval", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True)
+@click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--address", default=None,
+              help="Ray cluster to join ('auto', or host:port). Default: $RAY_ADDRESS, "
+                   "else start Ray on this machine.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@db_option
+def search(family: str, budget: int, population: int, tournament: int, seed: int, task: str,
+           parallel: int, cpus_per_eval: float, gpus_per_eval: float, address: str | None,
+           quiet: bool, db_path: Path) -> None:
+    """Run an evolutionary search from the family's seed program."""
+    from ..evaluators import get_task
+
+    try:
+        get_task(task)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--task") from None
+    config = SearchConfig(family=family, budget=budget, population=population,
+                          tournament=tournament, seed=seed, task=task, parallel=parallel,
+                          cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
+    with Store.open(db_path) as store:
+        _run_search(store, quiet, lambda hook: Search.start(store, config, address,
+                                                            on_progress=hook))
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--address", default=None, help="Ray cluster to join.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@db_option
+def resume(run_id: int, address: str | None, quiet: bool, db_path: Path) -> None:
+    """Continue an interrupted run from what its database holds."""
+    with open_existing(db_path) as store:
+        run = store.run(run_id)
+        if run["status"] == "finished":
+            raise UserError(f"run {run_id} is already finished")
+        _run_search(store, quiet, lambda hook: Search.resume(store, run_id, address,
+                                                             on_progress=hook))
+
+
+def _run_search(store: Store, quiet: bool, make) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+              TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
+              console=err_console, disable=quiet)
+    task = bar.add_task("search", total=None, stats="")
+
+    def hook(p: Progress) -> None:
+        stats = (f"{p.rate:.1f}/s  evaluated {p.evaluated}  cache hits {p.cache_hits}  "
+                 f"rejected {p.rejected}  best {fmt(p.best)}")
+        bar.update(task, completed=p.done, total=p.budget, stats=stats)
+
+    searcher = make(hook)
+    click.echo(f"run {searcher.run_id} ({searcher.config.family}, budget "
+               f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
+               f"{store.path}")
+    bar.update(task, description=f"run {searcher.run_id}")
+    try:
+        with bar:
+            searcher.run()
+    except KeyboardInterrupt:
+        err_console.print(f"\nInterrupted. Continue with: evoprog resume {searcher.run_id} "
+                          f"--db {store.path}")
+        sys.exit(130)
+    _print_top(store, searcher.run_id, 5)
+
+
+# -- inspect -----------------------------------------------------------------------------
+
+@cli.command()
+@json_option
+@db_option
+def runs(as_json: bool, db_path: Path) -> None:
+    """List the runs in the database."""
+    with open_existing(db_path) as store:
+        rows = store.runs()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "family", "status", "budget", "individuals", "evaluated",
+                  "cache hits", "rejected", "best", "created")
+    for r in rows:
+        table.add_row(str(r["id"]), r["family"], r["status"], str(r["budget"]),
+                      str(r["individuals"]), str(r["evaluated"]), str(r["cache_hits"]),
+                      str(r["rejected"]), fmt(r["best_fitness"]), r["created"][:19])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("run_id", type=int, required=False)
+@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True)
+@json_option
+@db_option
+def top(run_id: int | None, n: int, as_json: bool, db_path: Path) -> None:
+    """The best distinct programs of a run (default: the latest run)."""
+    with open_existing(db_path) as store:
+        run_id = _run_or_latest(store, run_id)
+        if as_json:
+            print_json([{"id": r["id"], "fitness": r["fitness"], "program": r["text"],
+                         "birth": r["birth"], "run": run_id} for r in store.top(run_id, n)])
+            return
+        _print_top(store, run_id, n)
+
+
+def _run_or_latest(store: Store, run_id: int | None) -> int:
+    if run_id is None:
+        run_id = store.latest_run_id()
+        if run_id is None:
+            raise UserError(f"no runs in {store.path}")
+    store.run(run_id)  # raises a clear error for an unknown id
+    return run_id
+
+
+def _print_top(store: Store, run_id: int, n: int) -> None:
+    table = Table("id", "birth", "fitness", "program", title=f"best of run {run_id}",
+                  show_lines=True)
+    for r in store.top(run_id, n):
+        table.add_row(str(r["id"]), str(r["birth"]), fmt(r["fitness"]), r["pruned_text"])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("individual_id", type=int)
+@json_option
+@db_option
+def show(individual_id: int, as_json: bool, db_path: Path) -> None:
+    """One individual: its program, fitness, parent and the mutation that made it."""
+    with open_existing(db_path) as store:
+        ind = store.individual(individual_id)
+    if as_json:
+        print_json(ind)
+        return
+    space = get_space(_family_of(ind))
+    console.print(f"[bold]individual {ind['id']}[/] of run {ind['run_id']}, birth "
+                  f"{ind['birth']}")
+    console.print(f"status   {ind['status']}" + (f" ({ind['reason']})" if ind["reason"] else "")
+                  + ("  [cache hit]" if ind["cache_hit"] else ""))
+    console.print(f"fitness  {fmt(ind['fitness'])}")
+    console.print(f"parent   {ind['parent_id'] if ind['parent_id'] is not None else '-'}")
+    console.print(f"mutation {ind['mutation'] or '- (seed)'}")
+    console.print("\n[bold]program[/]", highlight=False)
+    console.print(space.listing(parse_program(ind["text"])), highlight=False)
+    console.print("\n[bold]pruned[/]", highlight=False)
+    console.print(ind["pruned_text"], highlight=False)
+    if ind["metrics"]:
+        console.print("\n[bold]metrics[/]")
+        for key, value in ind["metrics"].items():
+            console.print(f"  {key}: {value}", highlight=False)
+
+
+def _family_of(ind: dict) -> str:
+    return ind.get("family", "optimizer")
+
+
+@cli.command()
+@click.argument("individual_id", type=int)
+@json_option
+@db_option
+def lineage(individual_id: int, as_json: bool, db_path: Path) -> None:
+    """Ancestors of an individual back to the seed, with the mutation that made each."""
+    with open_existing(db_path) as store:
+        chain = store.lineage(individual_id)
+    if as_json:
+        print_json(chain)
+        return
+    table = Table("id", "birth", "fitness", "mutation", "program", show_lines=True)
+    for r in chain:
+        table.add_row(str(r["id"]), str(r["birth"]), fmt(r["fitness"]),
+                      r["mutation"] or "(seed)", r["pruned_text"])
+    console.print(table)
+
+
+@cli.command()
+@json_option
+def known(as_json: bool) -> None:
+    """The library of known programs (usable with `evoprog export NAME`)."""
+    if as_json:
+        print_json([{"name": k.name, "class": k.class_name, "family": k.family,
+                     "hyperparameters": k.defaults, "description": k.description,
+                     "program": str(k.template_program())} for k in KNOWN.values()])
+        return
+    table = Table("name", "class", "hyperparameters", "description")
+    for k in KNOWN.values():
+        table.add_row(k.name, k.class_name,
+                      ", ".join(f"{n}={v:g}" for n, v in k.defaults.items()), k.description)
+    console.print(table)
+
+
+# -- export ------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("target")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Python file to write.")
+@click.option("--name", "class_name", default=None, help="Class name in the file.")
+@db_option
+def export(target: str, output: Path, class_name: str | None, db_path: Path) -> None:
+    """Write a standalone PyTorch optimizer file that imports only torch.
+
+    TARGET is an individual's id, a known program's name (see `evoprog known`), or a
+    file holding program text (`-` for standard input).
+    """
+    if target.isdigit():
+        with open_existing(db_path) as store:
+            ind = store.individual(int(target))
+        program = parse_program(ind["text"])
+        source = export_program(program, class_name or f"Evolved{ind['id']}")
+    elif target == "-" or Path(target).is_file():
+        text = click.get_text_stream("stdin").read() if target == "-" else \
+            Path(target).read_text()
+        program = get_space("optimizer").parse(text)
+        source = export_program(program, class_name or "EvolvedOptimizer")
+    else:
+        source = export_known(get_known(target), class_name=class_name)
+    output.write_text(source)
+    click.echo(f"wrote {output}")
+
+
+def main() -> None:
+    cli(prog_name="evoprog")

@@ -1,0 +1,3 @@
+from evoprog.search.cli import main
+
+main()

@@ -1,0 +1,549 @@
+"""Export an optimizer program as a standalone ``.py`` file: a ``torch.optim.Optimizer``.
+
+The generated file imports only ``torch`` (and ``math`` when an op needs it), so it can
+be copied into any project. Every instruction becomes one line of torch code with the
+interpreter's exact (safe) semantics, from the ``OP_CODE`` table below.
+
+Two shapes of ``step()`` are generated. Programs of elementwise ops run in a loop over
+the parameters, each tensor in its own shape, like ``torch.optim`` or lion-pytorch.
+Programs that use per-tensor or global reductions (``norm``, ``global_norm``,
+``orthogonalize``, ...) run once per group on all its parameters laid end to end, as the
+search ran them, with small helper functions for the reductions emitted into the file.
+
+Scalars (``lr``, hyperparameters, the per-parameter ``step``) stay python numbers where
+the ops allow it, so known optimizers read like their papers (``abs(beta1) ** step``);
+an op that needs a tensor gets its python arguments as 0-d tensors of the parameters'
+dtype.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import math
+import re
+import string
+from dataclasses import dataclass
+
+from .analysis import undefined_reads
+from .known import KnownProgram
+from .ops import OPS
+from .program import Instruction, Program, ProgramError, format_program
+from .space import OptimizerSpace
+
+__all__ = ["OP_CODE", "OpCode", "export_known", "export_program", "export_source",
+           "fold_lr_scale", "lift_constants"]
+
+
+@dataclass(frozen=True)
+class OpCode:
+    """How one op is written in generated code.
+
+    Templates are ``str.format`` strings over the op's arguments. ``{i}`` inserts the
+    argument as is (names and numbers, used with operators); ``{i:t}`` makes a python
+    number a 0-d tensor, for torch functions that accept only tensors; ``{i:abs}`` is
+    ``abs(x)`` or ``torch.abs(x)``. ``python`` is used when every argument is a python
+    number (it must not need tensors); without it such arguments become 0-d tensors.
+    ``helpers`` are the flat-form helper functions the tensor template calls.
+    """
+
+    tensor: str
+    python: str | None = None
+    helpers: tuple[str, ...] = ()
+
+
+def _torch(fn: str) -> OpCode:
+    return OpCode(f"torch.{fn}({{0}})")
+
+
+OP_CODE: dict[str, OpCode] = {
+    "pi": OpCode("math.pi", "math.pi"),
+    "e": OpCode("math.e", "math.e"),
+    "eps": OpCode("1e-8", "1e-8"),
+    "abs": OpCode("torch.abs({0})", "abs({0})"),
+    "cos": _torch("cos"),
+    "sin": _torch("sin"),
+    "tan": _torch("tan"),
+    "arcsin": OpCode("torch.asin(torch.clamp({0}, -1.0, 1.0))"),
+    "arccos": OpCode("torch.acos(torch.clamp({0}, -1.0, 1.0))"),
+    "arctan": _torch("atan"),
+    "sinh": _torch("sinh"),
+    "cosh": _torch("cosh"),
+    "tanh": _torch("tanh"),
+    "arcsinh": _torch("asinh"),
+    "arccosh": OpCode("torch.acosh(torch.clamp({0}, min=1.0))"),
+    "arctanh": OpCode("torch.atanh(torch.clamp({0}, -1 + 1e-6, 1 - 1e-6))"),
+    "exp": _torch("exp"),
+    "exp2": _torch("exp2"),
+    "exp10": OpCode("torch.pow(10.0, {0})"),
+    "expm1": _torch("expm1"),
+    "log": OpCode("torch.log(torch.abs({0}))"),
+    "log10": OpCode("torch.log10(torch.abs({0}))"),
+    "log2": OpCode("torch.log2(torch.abs({0}))"),
+    "log1p": OpCode("torch.log1p(torch.abs({0}))"),
+    "square": OpCode("torch.square({0})", "{0} * {0}"),
+    "sqrt": OpCode("torch.sqrt(torch.abs({0}))", "math.sqrt(abs({0}))"),
+    "cube": OpCode("{0} * {0} * {0}", "{0} * {0} * {0}"),
+    "cbrt": OpCode("torch.sign({0}) * torch.abs({0}) ** (1 / 3)"),
+    "sign": _torch("sign"),
+    "reciprocal": OpCode("1.0 / ({0} + 1e-8)", "1.0 / ({0} + 1e-8)"),
+    "norm": OpCode("_norm({0:t}, shapes)", helpers=("_norm",)),
+    "invert": OpCode("1 - {0}", "1 - {0}"),
+    "negative": OpCode("-{0}", "-{0}"),
+    "global_norm": OpCode("_global_norm({0:t}, shapes)", helpers=("_global_norm",)),
+    "interp": OpCode("(1 - {2}) * {0} + {2} * {1}", "(1 - {2}) * {0} + {2} * {1}"),
+    "dot": OpCode("_dot({0:t}, {1:t}, shapes)", helpers=("_dot",)),
+    "cosine_sim": OpCode("_cosine_sim({0:t}, {1:t}, shapes)", helpers=("_cosine_sim",)),
+    "clip_by_global_norm": OpCode("_clip_by_global_norm({0:t}, {1:t}, shapes)",
+                                  helpers=("_clip_by_global_norm",)),
+    "power": OpCode("{0:abs} ** {1}", "abs({0}) ** {1}"),
+    "add": OpCode("{0} + {1}", "{0} + {1}"),
+    "sub": OpCode("{0} - {1}", "{0} - {1}"),
+    "mul": OpCode("{0} * {1}", "{0} * {1}"),
+    "div": OpCode("{0} / ({1} + 1e-8)", "{0} / ({1} + 1e-8)"),
+    "max": OpCode("torch.maximum({0:t}, {1:t})", "max({0}, {1})"),
+    "min": OpCode("torch.minimum({0:t}, {1:t})", "min({0}, {1})"),
+    "soft_sign": OpCode("torch.tanh({0} / ({1:abs} + 1e-8))"),
+    "clip": OpCode("torch.clamp({0:t}, -{1:abs}, {1:abs})"),
+    "l2_normalize": OpCode("_l2_normalize({0:t}, shapes)", helpers=("_l2_normalize",)),
+    "orthogonalize": OpCode("_orthogonalize({0:t}, shapes)", helpers=("_orthogonalize",)),
+}
+
+# Flat-form helpers: (source, helpers it calls). Emitted in this order, only when used.
+_HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "_flatten": ('''\
+def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors laid end to end in one flat tensor."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+''', ()),
+    "_unflatten": ('''\
+def _unflatten(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """Each parameter's segment of a flat tensor, in its own shape (0-d x applies to all)."""
+    sizes = [s.numel() for s in shapes]
+    parts = x.expand(sum(sizes)).split(sizes)
+    return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
+''', ()),
+    "_segment_sum": ('''\
+def _segment_sum(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """Each parameter's sum, repeated over that parameter's segment."""
+    sizes = [s.numel() for s in shapes]
+    parts = x.expand(sum(sizes)).split(sizes)
+    return torch.cat([part.sum().expand(n) for part, n in zip(parts, sizes, strict=True)])
+''', ()),
+    "_norm": ('''\
+def _norm(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """L2 norm of each parameter's segment."""
+    return torch.sqrt(_segment_sum(x * x, shapes))
+''', ("_segment_sum",)),
+    "_global_norm": ('''\
+def _global_norm(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """L2 norm over all parameters together."""
+    return torch.sqrt((x.expand(sum(s.numel() for s in shapes)) ** 2).sum())
+''', ()),
+    "_dot": ('''\
+def _dot(x: torch.Tensor, y: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """Inner product of each parameter's segments."""
+    return _segment_sum(x * y, shapes)
+''', ("_segment_sum",)),
+    "_cosine_sim": ('''\
+def _cosine_sim(x: torch.Tensor, y: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """Cosine similarity of each parameter's segments."""
+    return _dot(x, y, shapes) / (_norm(x, shapes) * _norm(y, shapes) + 1e-8)
+''', ("_dot", "_norm")),
+    "_clip_by_global_norm": ('''\
+def _clip_by_global_norm(x: torch.Tensor, c: torch.Tensor,
+                         shapes: list[torch.Size]) -> torch.Tensor:
+    """x scaled down so that its global norm is at most |c|."""
+    return x * torch.clamp(torch.abs(c) / (_global_norm(x, shapes) + 1e-8), max=1.0)
+''', ("_global_norm",)),
+    "_l2_normalize": ('''\
+def _l2_normalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """Each parameter's segment divided by its L2 norm."""
+    return x / (_norm(x, shapes) + 1e-8)
+''', ("_norm",)),
+    "_newton_schulz": ('''\
+def _newton_schulz(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately orthogonalize a matrix (quintic Newton-Schulz iteration)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    transposed = matrix.shape[-2] > matrix.shape[-1]
+    x = matrix.transpose(-2, -1) if transposed else matrix
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.transpose(-2, -1)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.transpose(-2, -1) if transposed else x
+''', ()),
+    "_orthogonalize": ('''\
+def _orthogonalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
+    """Orthogonalize each matrix parameter's segment; vector segments are normalized."""
+    sizes = [s.numel() for s in shapes]
+    parts = []
+    for part, shape in zip(x.expand(sum(sizes)).split(sizes), shapes, strict=True):
+        if len(shape) >= 2:
+            parts.append(_newton_schulz(part.reshape(shape[0], -1)).reshape(-1))
+        else:
+            parts.append(part / (part.norm() + 1e-8))
+    return torch.cat(parts)
+''', ("_newton_schulz",)),
+}
+
+_INPUTS = OptimizerSpace.inputs
+_TENSOR_INPUTS = ("w", "g", "m", "v")
+_STATE = ("m", "v")
+# Names the generated step() uses itself; program variables that clash are renamed.
+_LOCALS = ("torch", "math", "self", "closure", "loss", "group", "params", "p", "state",
+           "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults")
+_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
+    dir(builtins)) | frozenset(_LOCALS) | frozenset(_HELPERS)
+
+
+def fold_lr_scale(program: Program) -> tuple[Program, float | None]:
+    """Drop the program's lr scale ``lr = lr * c`` and return ``c``.
+
+    The search feeds the schedule's value as ``lr``, so an evolved program sets its own
+    learning rate by scaling it; exported, that scale is the constructor's ``lr``. Only
+    the first instruction reading the input ``lr`` qualifies, with a finite c >= 0.
+    """
+    for i, ins in enumerate(program.instructions):
+        if "lr" in ins.reads():
+            if ins.out == "lr" and ins.op == "mul":
+                a, b = ins.args
+                scale = b if a == "lr" else a if b == "lr" else None
+                if isinstance(scale, float) and math.isfinite(scale) and scale >= 0.0:
+                    rest = program.instructions[:i] + program.instructions[i + 1:]
+                    return Program(rest), scale
+            return program, None
+        if ins.out == "lr":
+            return program, None
+    return program, None
+
+
+def lift_constants(program: Program, prefix: str = "c") -> tuple[Program, dict[str, float]]:
+    """Replace each distinct constant by a name ``c1, c2, ...`` (order of first use), so
+    the exported optimizer exposes it as a tunable hyperparameter."""
+    names: dict[str, str] = {}
+    values: dict[str, float] = {}
+    instructions = []
+    for ins in program.instructions:
+        args = []
+        for a in ins.args:
+            if not isinstance(a, str):
+                key = repr(float(a))
+                if key not in names:
+                    names[key] = f"{prefix}{len(names) + 1}"
+                    values[names[key]] = float(a)
+                a = names[key]
+            args.append(a)
+        instructions.append(Instruction(ins.out, ins.op, tuple(args)))
+    return Program(tuple(instructions)), values
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A generated expression and whether it is a tensor (else a python number)."""
+
+    expr: str
+    tensor: bool
+
+
+class _CodeFormatter(string.Formatter):
+    def __init__(self, like: str):
+        super().__init__()
+        self.like = like
+
+    def format_field(self, value: _Value, format_spec: str) -> str:
+        if format_spec == "":
+            return value.expr
+        if format_spec == "t":
+            return value.expr if value.tensor else f"{self.like}.new_tensor({value.expr})"
+        if format_spec == "abs":
+            return f"torch.abs({value.expr})" if value.tensor else f"abs({value.expr})"
+        raise ValueError(f"unknown format {format_spec!r} in an op template")
+
+
+def _literal(value: float) -> str:
+    """A float as python source; negative numbers parenthesized so they are atoms."""
+    value = float(value)
+    if not math.isfinite(value):
+        return f'float("{value}")'
+    text = repr(value)
+    return f"({text})" if text.startswith("-") else text
+
+
+def _float_default(value: float) -> str:
+    value = float(value)
+    return repr(value) if math.isfinite(value) else f'float("{value}")'
+
+
+def _render(ins: Instruction, args: list[_Value], like: str) -> _Value:
+    """One instruction's right-hand side, and whether its value is a tensor."""
+    code = OP_CODE[ins.op]
+    if not any(a.tensor for a in args) and code.python is not None:
+        return _Value(code.python.format(*[a.expr for a in args]), False)
+    if not any(a.tensor for a in args):
+        args = [_Value(f"{like}.new_tensor({a.expr})", True) for a in args]
+    return _Value(_CodeFormatter(like).format(code.tensor, *args), True)
+
+
+def _read_before_written(program: Program, name: str) -> bool:
+    for ins in program.instructions:
+        if name in ins.reads():
+            return True
+        if ins.out == name:
+            return False
+    return False
+
+
+def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
+    missing = undefined_reads(program, inputs)
+    if missing:
+        index, name = missing[0]
+        raise ProgramError(f"instruction {index + 1} reads {name!r} before it is defined")
+
+
+def _rename_variables(program: Program, fixed: set[str], reserved: set[str]) -> Program:
+    """Rename program variables that would clash with python keywords, builtins, the
+    names the generated code uses or ``reserved``, so any valid program exports to valid
+    python. Names in ``fixed`` (inputs, hyperparameters) are kept."""
+    taken = set(fixed) | {a for ins in program.instructions for a in ins.reads()} | \
+        program.assigned()
+    clash = _RESERVED | reserved
+    mapping: dict[str, str] = {}
+    for name in sorted(taken - fixed):
+        if name in clash:
+            new = name + "_"
+            while new in clash or new in taken:
+                new += "_"
+            mapping[name] = new
+            taken.add(new)
+    if not mapping:
+        return program
+    return Program(tuple(
+        Instruction(mapping.get(ins.out, ins.out), ins.op,
+                    tuple(mapping.get(a, a) if isinstance(a, str) else a for a in ins.args))
+        for ins in program.instructions))
+
+
+def _docstring(text: str, indent: str = "") -> list[str]:
+    # Escaped so that any doc text (quotes, backslashes) gives a valid string literal.
+    text = text.strip().replace("\\", "\\\\").replace('"', '\\"')
+    lines = text.splitlines() or [""]
+    if len(lines) == 1:
+        return [f'{indent}"""{lines[0]}"""']
+    out = [f'{indent}"""{lines[0]}']
+    out += [f"{indent}{line}" if line.strip() else "" for line in lines[1:]]
+    return out + [f'{indent}"""']
+
+
+def _dict_lines(name: str, items: list[str], indent: str) -> list[str]:
+    """``name = {items}`` on one line when it fits in 100 columns, else one item per line."""
+    one = f"{indent}{name} = {{{', '.join(items)}}}"
+    if len(one) <= 100:
+        return [one]
+    return [f"{indent}{name} = {{"] + [f"{indent}    {item}," for item in items] + [f"{indent}}}"]
+
+
+def export_source(program: Program, class_name: str,
+                  hyperparameters: dict[str, float] | None = None,
+                  lr: float | None = None, doc: str = "") -> str:
+    """Python source of a standalone ``torch.optim.Optimizer`` running ``program``.
+
+    ``hyperparameters=None`` exports an evolved program: its lr scale is folded into the
+    ``lr`` default (see ``fold_lr_scale``) and every other constant becomes a
+    hyperparameter ``c1, c2, ...``. A dict exports a template that reads those names:
+    they become constructor arguments with those defaults, in that order (``lr``, if
+    present, is the learning rate and comes first) and constants stay literal. ``lr``
+    overrides the default learning rate.
+    """
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise ValueError(f"{class_name!r} is not a valid class name")
+    source_text = format_program(program)
+    body = OptimizerSpace.prune(program)
+    if hyperparameters is None:
+        body, scale = fold_lr_scale(body)
+        _check_defined(body, _INPUTS)
+        count = len({repr(float(c)) for c in body.constants()})
+        body = _rename_variables(body, set(_INPUTS), {f"c{k}" for k in range(1, count + 1)})
+        body, hyper = lift_constants(body)
+        lr_default = lr if lr is not None else scale if scale is not None else 1.0
+    else:
+        hyper = {k: float(v) for k, v in hyperparameters.items() if k != "lr"}
+        lr_default = lr if lr is not None else float(hyperparameters.get("lr", 1.0))
+        for name in hyper:
+            if not name.isidentifier() or name in _RESERVED or name in _INPUTS:
+                raise ValueError(f"{name!r} cannot be a hyperparameter name")
+        _check_defined(body, _INPUTS + tuple(hyper))
+        body = _rename_variables(body, set(_INPUTS) | set(hyper), set())
+    if "update" not in body.assigned():
+        raise ProgramError("the program never assigns 'update'")
+
+    flat = any(OPS[ins.op].needs_layout for ins in body.instructions)
+    scalars = ("lr", *hyper)
+    reads = {name for name in _INPUTS + tuple(hyper) if _read_before_written(body, name)}
+    # Python numbers that must be tensors become 0-d tensors of the parameters' dtype.
+    like = "p" if not flat else "g" if "g" in reads and "g" not in body.assigned() else \
+        "params[0]"
+    tensor = {name: name in _TENSOR_INPUTS or (flat and name == "step")
+              for name in _INPUTS + tuple(hyper)}
+    lines: list[str] = []
+    helpers: set[str] = set()
+    for ins in body.instructions:
+        args = [_Value(a, tensor[a]) if isinstance(a, str) else _Value(_literal(a), False)
+                for a in ins.args]
+        value = _render(ins, args, like)
+        tensor[ins.out] = value.tensor
+        helpers.update(OP_CODE[ins.op].helpers)
+        lines.append(f"{ins.out} = {value.expr}")
+    used_state = [s for s in _STATE if s in reads or s in body.assigned()]
+    written_state = [s for s in _STATE if s in body.assigned()]
+    group_reads = [s for s in scalars if s in reads]
+    # In the per-parameter loop, a scalar the body reassigns must be re-read per parameter.
+    per_param_reads = [s for s in group_reads if not flat and s in body.assigned()]
+
+    if flat:
+        helpers |= {"_flatten", "_unflatten"}
+        step_lines = _flat_step(reads, lines, used_state, written_state, group_reads,
+                                tensor)
+    else:
+        step_lines = _loop_step(reads, lines, used_state, written_state, group_reads,
+                                per_param_reads, tensor)
+    helpers = _with_dependencies(helpers)
+    helper_sources = [src for name, (src, _) in _HELPERS.items() if name in helpers]
+
+    params = [("lr", lr_default)] + list(hyper.items())
+    signature = ["self", "params"] + [f"{n}: float = {_float_default(v)}" for n, v in params]
+    defaults = [f'"{n}": {n}' for n, _ in params]
+    summary = doc.strip() or ("An optimizer discovered by evoprog." if hyperparameters is None
+                              else f"The {class_name} optimizer.")
+    if not summary.endswith("."):
+        summary += "."
+    title = summary if summary.startswith(class_name) else f"{class_name}: {summary}"
+    module_doc = (f"{title}\n\nGenerated by evoprog from the program:\n\n"
+                  + "\n".join("    " + line for line in source_text.splitlines()) + "\n")
+    class_doc = (f"{summary}\n\nEach step computes ``update`` for every parameter ``w`` from "
+                 "its gradient ``g``\nand applies ``w -= update``; state ``m``, ``v`` starts "
+                 "at zero and ``step``\ncounts 1, 2, ....")
+    if hyperparameters is None and hyper:
+        class_doc += (f"\n\n{', '.join(hyper)}: the program's constants, exposed as "
+                      "hyperparameters.")
+
+    out = _docstring(module_doc) + [""]
+    if any(re.search(r"\bmath\.", line) for line in lines):
+        out += ["import math", ""]
+    out += ["import torch", "", ""]
+    for src in helper_sources:
+        out += src.rstrip("\n").splitlines() + ["", ""]
+    out += [f"class {class_name}(torch.optim.Optimizer):"]
+    out += _docstring(class_doc, "    ") + [""]
+    out += ["    def __init__(", *[f"        {item}," for item in signature], "    ):"]
+    out += ["        if not 0.0 <= lr:",
+            '            raise ValueError(f"Invalid learning rate: {lr}")']
+    out += _dict_lines("defaults", defaults, "        ")
+    out += ["        super().__init__(params, defaults)", ""]
+    out += ["    @torch.no_grad()",
+            "    def step(self, closure=None):",
+            '        """Update every parameter that has a gradient; returns closure\'s loss."""',
+            "        loss = None",
+            "        if closure is not None:",
+            "            with torch.enable_grad():",
+            "                loss = closure()",
+            "",
+            "        for group in self.param_groups:"]
+    out += step_lines
+    out += ["", "        return loss", ""]
+    return "\n".join(out)
+
+
+def _state_init(used_state: list[str], indent: str) -> list[str]:
+    lines = [f"{indent}state = self.state[p]",
+             f"{indent}if not state:",
+             f'{indent}    state["step"] = 0']
+    lines += [f'{indent}    state["{s}"] = torch.zeros_like(p)' for s in used_state]
+    return lines + [f'{indent}state["step"] += 1']
+
+
+def _loop_step(reads: set[str], body: list[str], used_state: list[str],
+               written_state: list[str], group_reads: list[str], per_param_reads: list[str],
+               tensor: dict[str, bool]) -> list[str]:
+    """step()'s group loop for elementwise programs: each parameter in its own shape."""
+    ind = " " * 16
+    lines = [f'            {s} = group["{s}"]' for s in group_reads if s not in per_param_reads]
+    lines += ['            for p in group["params"]:',
+              "                if p.grad is None:",
+              "                    continue"]
+    lines += _state_init(used_state, ind)
+    lines += [f'{ind}{s} = group["{s}"]' for s in per_param_reads]
+    sources = {"w": "p", "g": "p.grad", "m": 'state["m"]', "v": 'state["v"]',
+               "step": 'state["step"]'}
+    lines += [f"{ind}{name} = {src}" for name, src in sources.items() if name in reads]
+    lines += [""] + [ind + line for line in body] + [""]
+    for s in written_state:
+        lines.append(f'{ind}state["{s}"].{"copy_" if tensor[s] else "fill_"}({s})')
+    lines.append(f"{ind}p.sub_(update)")
+    return lines
+
+
+def _flat_step(reads: set[str], body: list[str], used_state: list[str],
+               written_state: list[str], group_reads: list[str],
+               tensor: dict[str, bool]) -> list[str]:
+    """step()'s group loop for programs with reductions: the group's parameters laid end
+    to end, so per-tensor and global reductions see what they saw during search."""
+    ind = " " * 12
+    lines = [f'{ind}params = [p for p in group["params"] if p.grad is not None]',
+             f"{ind}if not params:",
+             f"{ind}    continue",
+             f"{ind}for p in params:"]
+    lines += _state_init(used_state, ind + "    ")
+    lines += [f'{ind}{s} = group["{s}"]' for s in group_reads]
+    lines += [f"{ind}shapes = [p.shape for p in params]"]
+    sources = {"w": "_flatten(params)", "g": "_flatten([p.grad for p in params])",
+               "m": '_flatten([self.state[p]["m"] for p in params])',
+               "v": '_flatten([self.state[p]["v"] for p in params])'}
+    lines += [f"{ind}{name} = {src}" for name, src in sources.items() if name in reads]
+    if "step" in reads:
+        lines += [
+            f'{ind}steps = [self.state[p]["step"] for p in params]',
+            f"{ind}if len(set(steps)) == 1:",
+            f"{ind}    step = params[0].new_tensor(steps[0])",
+            f"{ind}else:  # parameters that went without a gradient count their own steps",
+            f'{ind}    step = torch.cat([p.new_full((p.numel(),), self.state[p]["step"])',
+            f"{ind}                      for p in params])",
+        ]
+    lines += [""] + [ind + line for line in body] + [""]
+    writes = [("update", "updates")] + [(s, f"new_{s}") for s in written_state]
+    for name, split in writes:
+        if tensor[name]:
+            lines.append(f"{ind}{split} = _unflatten({name}, shapes)")
+    lines.append(f"{ind}for i, p in enumerate(params):")
+    for s in written_state:
+        if tensor[s]:
+            lines.append(f'{ind}    self.state[p]["{s}"].copy_(new_{s}[i])')
+        else:
+            lines.append(f'{ind}    self.state[p]["{s}"].fill_({s})')
+    lines.append(f"{ind}    p.sub_({'updates[i]' if tensor['update'] else 'update'})")
+    return lines
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    todo, done = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in done:
+            done.add(name)
+            todo += _HELPERS[name][1]
+    return done
+
+
+def export_known(known: KnownProgram, class_name: str | None = None) -> str:
+    """A known program as a standalone optimizer: its template's hyperparameters are the
+    constructor's arguments, with its defaults (``lr`` first)."""
+    if known.family != "optimizer":
+        raise ProgramError(f"{known.name!r} is a {known.family} program, not an optimizer")
+    return export_source(known.template_program(), class_name or known.class_name,
+                         dict(known.defaults),
+                         doc=known.description)
+
+
+def export_program(program: Program, class_name: str = "EvolvedOptimizer") -> str:
+    """An evolved program as a standalone optimizer (lr scale folded, constants named)."""
+    return export_source(program, class_name)

@@ -1,0 +1,266 @@
+"""The asynchronous steady-state search loop on Ray.
+
+The driver keeps at most ``parallel`` evaluations in flight and takes results in the
+order they finish (``ray.wait``), records each at once, and applies them to the
+population strictly in birth order. Child ``b`` is made right after the result of birth
+``b - parallel`` is applied, from a generator seeded by (seed, b). So the same seed and
+options give the same individuals whatever order workers finish in, and a run can be
+replayed from its records: that is how ``resume`` works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from ..programs.program import Program, format_program
+from ..programs.space import Space, get_space
+from ..store import Store
+from .evolution import AgingPopulation, Member, make_child
+from .workers import RETRYABLE, evaluate_remote, start_ray
+
+
+@dataclass
+class SearchConfig:
+    family: str = "optimizer"
+    budget: int = 200
+    population: int = 100
+    tournament: int = 10
+    seed: int = 0
+    task: str = "digits_mlp"
+    parallel: int = 0  # evaluations in flight; 0 = twice the cluster's CPUs
+    cpus_per_eval: float = 1.0
+    gpus_per_eval: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("budget", "population", "tournament"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.parallel < 0:
+            raise ValueError(f"--parallel must be 0 (auto) or more, got {self.parallel}")
+        if self.cpus_per_eval <= 0 or self.gpus_per_eval < 0:
+            raise ValueError("--cpus-per-eval must be positive and --gpus-per-eval >= 0")
+
+
+@dataclass
+class Outcome:
+    """What became of one individual: evaluated, served from the cache, or recorded."""
+
+    status: str
+    reason: str | None
+    fitness: float | None
+    metrics: dict[str, Any]
+    seconds: float = 0.0
+    worker: str | None = None
+    cache_hit: bool = False
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    individual_id: int | None = None
+
+
+@dataclass
+class Pending:
+    birth: int
+    program: Program
+    program_hash: str
+    parent_id: int | None
+    mutation: str | None
+
+
+@dataclass
+class Progress:
+    budget: int
+    done: int = 0
+    evaluated: int = 0
+    cache_hits: int = 0
+    rejected: int = 0
+    best: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.perf_counter() - self.started, 1e-9)
+
+
+class SearchError(RuntimeError):
+    pass
+
+
+class Search:
+    """One run: create with ``start`` or continue one with ``resume``, then ``run()``."""
+
+    def __init__(self, store: Store, run_id: int, config: SearchConfig,
+                 on_progress: Callable[[Progress], None] | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.config = config
+        self.space: Space = get_space(config.family)
+        self.on_progress = on_progress or (lambda progress: None)
+        self.population = AgingPopulation(config.population, config.tournament)
+        self.progress = Progress(budget=config.budget)
+        self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
+        self.pending: dict[int, Pending] = {}
+        self.results: dict[int, Outcome] = {}
+        self.first_birth_of_hash: dict[str, int] = {}
+        self.waiting_on: dict[int, list[int]] = {}
+        self.in_flight: dict[ray.ObjectRef, int] = {}
+
+    @classmethod
+    def start(cls, store: Store, config: SearchConfig, address: str | None = None,
+              **kwargs) -> Search:
+        config.validate()
+        cluster = start_ray(address)
+        if config.parallel == 0:
+            slots = cluster["cpus"] / config.cpus_per_eval
+            config.parallel = max(2, int(2 * slots))
+        run_id = store.create_run(config.family, config.seed, config.budget, asdict(config),
+                                  cluster["address"])
+        return cls(store, run_id, config, **kwargs)
+
+    @classmethod
+    def resume(cls, store: Store, run_id: int, address: str | None = None,
+               **kwargs) -> Search:
+        run = store.run(run_id)
+        config = SearchConfig(**run["config"])
+        start_ray(address)
+        store.set_run_status(run_id, "running")
+        return cls(store, run_id, config, **kwargs)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Search until the budget of individuals is recorded; returns the run id."""
+        try:
+            seed = self.space.seed()
+            self._offer(Pending(0, seed, self.space.hash(seed), None, None))
+            applied = -1
+            while applied < self.config.budget - 1:
+                while applied + 1 in self.results:
+                    applied += 1
+                    self._apply(applied)
+                if applied >= self.config.budget - 1:
+                    break
+                self._collect_one()
+        except KeyboardInterrupt:
+            self._cancel_in_flight()
+            self.store.set_run_status(self.run_id, "interrupted")
+            raise
+        except BaseException:
+            self._cancel_in_flight()
+            self.store.set_run_status(self.run_id, "failed")
+            raise
+        self.store.set_run_status(self.run_id, "finished", finished=True)
+        return self.run_id
+
+    def _apply(self, birth: int) -> None:
+        """Add a finished birth to the population and make the child it unlocks."""
+        outcome = self.results[birth]
+        if outcome.status == "ok":
+            program = self.pending[birth].program
+            self.population.add(Member(birth, outcome.individual_id, program, outcome.fitness))
+        elif birth == 0:
+            raise SearchError(f"the seed program was {outcome.status}: {outcome.reason}")
+        del self.pending[birth]
+        parallel = self.config.parallel
+        unlocked = range(1, parallel + 1) if birth == 0 else [birth + parallel]
+        for child_birth in unlocked:
+            if child_birth < self.config.budget:
+                parent, program, mutation = make_child(
+                    self.population, self.space, self.config.seed, child_birth)
+                self._offer(Pending(child_birth, program, self.space.hash(program),
+                                    parent.individual_id, str(mutation)))
+
+    def _offer(self, item: Pending) -> None:
+        """Take a new individual: replay it, serve it from the cache, or evaluate it."""
+        self.pending[item.birth] = item
+        row = self.recorded.get(item.birth)
+        if row is not None:
+            if row["program_hash"] != item.program_hash:
+                raise SearchError(
+                    f"birth {item.birth} of run {self.run_id} was recorded with another "
+                    "program than the replay makes; the run cannot be resumed with this "
+                    "version of evoprog")
+            self.first_birth_of_hash.setdefault(item.program_hash, item.birth)
+            self._finish(item.birth, Outcome(
+                row["status"], row["reason"], row["fitness"], row["metrics"],
+                cache_hit=bool(row["cache_hit"]), individual_id=row["id"]), record=False)
+            return
+        self.store.add_program(item.program_hash, self.config.family,
+                               format_program(item.program),
+                               format_program(self.space.prune(item.program)))
+        first = self.first_birth_of_hash.setdefault(item.program_hash, item.birth)
+        if first != item.birth:
+            if first in self.results:
+                self._finish(item.birth, _cache_copy(self.results[first]))
+            else:
+                self.waiting_on.setdefault(first, []).append(item.birth)
+            return
+        cached = self.store.cached_result(self.config.family, item.program_hash)
+        if cached is not None:
+            self._finish(item.birth, Outcome(cached["status"], cached["reason"],
+                                             cached["fitness"], cached["metrics"],
+                                             cache_hit=True))
+            return
+        self._submit(item)
+
+    def _submit(self, item: Pending) -> None:
+        ref = evaluate_remote.options(
+            num_cpus=self.config.cpus_per_eval, num_gpus=self.config.gpus_per_eval
+        ).remote(format_program(item.program), self.config.task)
+        self.in_flight[ref] = item.birth
+
+    def _collect_one(self) -> None:
+        """Wait for the next evaluation to finish and record it."""
+        if not self.in_flight:
+            raise SearchError("nothing in flight and nothing to apply")
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1)
+        ref = ready[0]
+        birth = self.in_flight.pop(ref)
+        try:
+            reply = ray.get(ref)
+        except RETRYABLE:
+            self._submit(self.pending[birth])  # the worker died, not the candidate
+            return
+        result = reply["result"]
+        self._finish(birth, Outcome(
+            result["status"], result["reason"], result["fitness"], result["metrics"],
+            seconds=result["seconds"], worker=reply["worker"],
+            evaluations=[{"task": self.config.task, "tier": "A", **result}]))
+
+    def _finish(self, birth: int, outcome: Outcome, record: bool = True) -> None:
+        item = self.pending[birth]
+        if record:
+            outcome.individual_id = self.store.add_individual(
+                self.run_id, birth, item.program_hash, item.parent_id, item.mutation,
+                outcome.status, outcome.reason, outcome.fitness, outcome.metrics,
+                outcome.seconds, cache_hit=outcome.cache_hit, worker=outcome.worker,
+                evaluations=[{k: e[k] for k in ("task", "tier", "fitness", "status",
+                                                 "metrics", "seconds")}
+                             for e in outcome.evaluations])
+        self.results[birth] = outcome
+        self._count(outcome)
+        for dependent in self.waiting_on.pop(birth, []):
+            self._finish(dependent, _cache_copy(outcome))
+
+    def _count(self, outcome: Outcome) -> None:
+        p = self.progress
+        p.done += 1
+        p.cache_hits += outcome.cache_hit
+        p.evaluated += not outcome.cache_hit
+        p.rejected += outcome.status != "ok"
+        if outcome.status == "ok" and (p.best is None or outcome.fitness > p.best):
+            p.best = outcome.fitness
+        self.on_progress(p)
+
+    def _cancel_in_flight(self) -> None:
+        for ref in self.in_flight:
+            ray.cancel(ref, force=True)
+        self.in_flight.clear()
+
+
+def _cache_copy(outcome: Outcome) -> Outcome:
+    return Outcome(outcome.status, outcome.reason, outcome.fitness, outcome.metrics,
+                   cache_hit=True)

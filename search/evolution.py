@@ -1,0 +1,80 @@
+"""Regularized (aging) evolution: tournament selection, the oldest member dies.
+
+Everything random about making child ``b`` comes from one generator seeded by
+(run seed, b), so a search replays exactly from its seed and its recorded results.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from ..programs.mutation import Mutation, mutate
+from ..programs.program import Program
+from ..programs.space import Space
+
+
+@dataclass(frozen=True)
+class Member:
+    """An evaluated individual that takes part in tournaments."""
+
+    birth: int
+    individual_id: int
+    program: Program
+    fitness: float
+
+
+class AgingPopulation:
+    """The population of regularized evolution (Real et al. 2019).
+
+    Members join in birth order; once there are more than ``size``, the oldest leaves,
+    whatever its fitness. A tournament samples ``tournament`` members and keeps the best.
+    """
+
+    def __init__(self, size: int, tournament: int):
+        if size < 1 or tournament < 1:
+            raise ValueError("population and tournament sizes must be at least 1")
+        self.size = size
+        self.tournament = tournament
+        self.members: deque[Member] = deque()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, member: Member) -> None:
+        self.members.append(member)
+        while len(self.members) > self.size:
+            self.members.popleft()
+
+    def select(self, rng: random.Random) -> Member:
+        if not self.members:
+            raise RuntimeError("the population is empty")
+        k = min(self.tournament, len(self.members))
+        sample = rng.sample(range(len(self.members)), k)
+        # Highest fitness wins; among equals the youngest (highest birth), which keeps
+        # the search moving across neutral plateaus.
+        best = max(sample, key=lambda i: (_score(self.members[i].fitness),
+                                          self.members[i].birth))
+        return self.members[best]
+
+    def best(self) -> Member | None:
+        return max(self.members, key=lambda m: _score(m.fitness), default=None)
+
+
+def _score(fitness: float | None) -> float:
+    return -math.inf if fitness is None or math.isnan(fitness) else fitness
+
+
+def child_rng(run_seed: int, birth: int) -> random.Random:
+    return random.Random(f"evoprog:{run_seed}:{birth}")
+
+
+def make_child(population: AgingPopulation, space: Space, run_seed: int,
+               birth: int) -> tuple[Member, Program, Mutation]:
+    """Select a parent by tournament and mutate it, deterministically for (seed, birth)."""
+    rng = child_rng(run_seed, birth)
+    parent = population.select(rng)
+    child, mutation = mutate(parent.program, space, rng)
+    return parent, child, mutation

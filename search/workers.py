@@ -1,0 +1,59 @@
+"""Ray plumbing: start or join a cluster, and the remote evaluation task.
+
+Programs travel to workers as text and results come back as plain dicts, so nothing of
+ours is unpickled from a worker beyond JSON-like values.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import ray
+
+from ..programs.program import parse_program
+
+# Failures of the machinery rather than of the candidate: the candidate is re-queued.
+RETRYABLE = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.OwnerDiedError,
+    ray.exceptions.RaySystemError,
+    ray.exceptions.TaskUnschedulableError,
+    ray.exceptions.ActorDiedError,
+)
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start Ray locally.
+
+    Returns a summary with the address used and the cluster's CPU and GPU counts.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    resources = ray.cluster_resources()
+    return {
+        "address": address or "local",
+        "cpus": int(resources.get("CPU", 0)),
+        "gpus": float(resources.get("GPU", 0)),
+    }
+
+
+@ray.remote(max_retries=3)
+def evaluate_remote(program_text: str, task_name: str) -> dict[str, Any]:
+    """Evaluate one program on one task in a worker process."""
+    import torch
+
+    from ..evaluators import evaluate
+
+    torch.set_num_threads(1)
+    result = evaluate(parse_program(program_text), task_name)
+    return {"result": result.to_dict(), "worker": f"{socket.gethostname()}:{os.getpid()}"}

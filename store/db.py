@@ -1,0 +1,427 @@
+"""The SQLite record of every run, program, individual and evaluation.
+
+One file holds many runs. It is opened in WAL mode with a long busy timeout, so a report
+can read while a search writes and two searches can write different runs into one file.
+Every write goes through one ``BEGIN IMMEDIATE`` transaction: it takes the write lock up
+front (waiting up to the busy timeout) instead of failing halfway with SQLITE_BUSY.
+JSON columns are stored as text; nothing is pickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+SCHEMA = "evoprog-1"
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+INDIVIDUAL_STATUSES = ("ok", "rejected", "failed")
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(Exception):
+    """A problem the user can fix (wrong path, unknown id); the message is one line."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays, which evaluators tend to return."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_plain)
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else {}
+
+
+def _decode(row: dict, *json_columns: str) -> dict:
+    for column in json_columns:
+        if column in row:
+            row[column] = _loads(row[column])
+    if "cache_hit" in row:
+        row["cache_hit"] = bool(row["cache_hit"])
+    return row
+
+
+def _create_schema(db: Database) -> None:
+    """Create missing tables and indexes; safe to run on an existing evoprog DB."""
+    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("runs").create(
+        {"id": int, "family": str, "status": str, "seed": int, "budget": int,
+         "config": str, "address": str, "created": str, "finished": str},
+        pk="id", not_null=["family", "status", "config", "created"], if_not_exists=True,
+    )
+    db.table("programs").create(
+        {"hash": str, "family": str, "text": str, "pruned_text": str, "simplified": str},
+        pk="hash", not_null=["family", "text"], if_not_exists=True,
+    )
+    db.table("individuals").create(
+        {"id": int, "run_id": int, "birth": int, "program_hash": str, "parent_id": int,
+         "mutation": str, "status": str, "reason": str, "fitness": float, "cache_hit": int,
+         "metrics": str, "eval_seconds": float, "created": str, "worker": str},
+        pk="id",
+        not_null=["run_id", "birth", "program_hash", "status", "cache_hit", "created"],
+        defaults={"cache_hit": 0},
+        foreign_keys=[("run_id", "runs", "id"), ("program_hash", "programs", "hash"),
+                      ("parent_id", "individuals", "id")],
+        if_not_exists=True,
+    )
+    db.table("evaluations").create(
+        {"id": int, "individual_id": int, "task": str, "tier": str, "fitness": float,
+         "status": str, "metrics": str, "seconds": float},
+        pk="id", not_null=["individual_id", "task", "status"],
+        foreign_keys=[("individual_id", "individuals", "id")], if_not_exists=True,
+    )
+    individuals = db.table("individuals")
+    individuals.create_index(["run_id", "birth"], unique=True, if_not_exists=True)
+    individuals.create_index(["program_hash"], if_not_exists=True)
+    db.table("evaluations").create_index(["individual_id"], if_not_exists=True)
+    db.table("meta").insert({"key": "schema", "value": SCHEMA}, ignore=True)
+
+
+def _enable_wal(db: Database) -> None:
+    """Switch to WAL, retrying: SQLite fails at once, without the busy wait, when another
+    connection is switching the same new file at the same moment."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Store:
+    """An open evoprog database. Use one Store per thread or process (one connection)."""
+
+    def __init__(self, db: Database, path: Path):
+        self.db = db
+        self.path = path
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
+        """Open (or, with ``create``, start) an evoprog DB; never touches a foreign file."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise StoreError(f"no evoprog database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = Database(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            fresh = cls._check(db, path, create)
+            _enable_wal(db)
+            db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            if fresh:  # an existing evoprog DB is left alone, so readers never write
+                with store.transaction():
+                    _create_schema(db)
+        except sqlite3.OperationalError as exc:  # locked, unreadable, disk full
+            db.close()
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            db.close()
+            raise StoreError(f"{path} is not an SQLite database ({exc})") from None
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    @staticmethod
+    def _check(db: Database, path: Path, create: bool) -> bool:
+        """Refuse anything but an empty file or an evoprog DB, before writing a byte.
+
+        Returns whether the file is empty and needs the schema.
+        """
+        tables = db.table_names()
+        if not tables:
+            if not create:
+                raise StoreError(f"{path} is an empty database, not an evoprog database")
+            return True
+        if "meta" not in tables:
+            raise StoreError(f"{path} is an SQLite database but not an evoprog database")
+        marker = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if marker is None or marker[0] != SCHEMA:
+            found = marker[0] if marker else "none"
+            raise StoreError(f"{path} is not an {SCHEMA} database (schema marker: {found})")
+        return False
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, all or nothing, holding the write lock from the start.
+
+        Store writes nest inside it (as savepoints), so callers can group several.
+        """
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> dict | None:
+        return next(self.db.query(sql, list(params)), None)
+
+    def _require_run(self, run_id: int) -> None:
+        if self._one("SELECT id FROM runs WHERE id = ?", [run_id]) is None:
+            raise StoreError(f"no run {run_id} in {self.path}")
+
+    # -- runs --------------------------------------------------------------------------
+
+    def create_run(self, family: str, seed: int, budget: int, config: dict,
+                   address: str) -> int:
+        """Record a new run as 'running' and return its id."""
+        with self.transaction():
+            runs = self.db.table("runs")
+            runs.insert({"family": family, "status": "running", "seed": seed,
+                         "budget": budget, "config": _dumps(config), "address": address,
+                         "created": _now(), "finished": None})
+            return runs.last_pk
+
+    def _run_rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict]:
+        """Runs with their counts, computed in SQL so listing many runs stays cheap."""
+        rows = list(self.db.query(f"""
+            SELECT r.*,
+                   COUNT(i.id) AS individuals,
+                   COALESCE(SUM(i.cache_hit = 0), 0) AS evaluated,
+                   COALESCE(SUM(i.cache_hit = 1), 0) AS cache_hits,
+                   COALESCE(SUM(i.status IN ('rejected', 'failed')), 0) AS rejected,
+                   MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness
+            FROM runs r LEFT JOIN individuals i ON i.run_id = r.id
+            {where}
+            GROUP BY r.id ORDER BY r.id
+        """, list(params)))
+        reasons: dict[int, dict[str, int]] = {row["id"]: {} for row in rows}
+        for row in self.db.query("""
+            SELECT run_id, COALESCE(reason, 'unknown') AS reason, COUNT(*) AS n
+            FROM individuals WHERE status IN ('rejected', 'failed')
+            GROUP BY run_id, reason ORDER BY n DESC, reason
+        """):
+            if row["run_id"] in reasons:
+                reasons[row["run_id"]][row["reason"]] = row["n"]
+        for row in rows:
+            _decode(row, "config")
+            row["rejected_by_reason"] = reasons[row["id"]]
+        return rows
+
+    def run(self, run_id: int) -> dict:
+        """One run with the same counts as ``runs()``."""
+        rows = self._run_rows("WHERE r.id = ?", [run_id])
+        if not rows:
+            raise StoreError(f"no run {run_id} in {self.path}")
+        return rows[0]
+
+    def runs(self) -> list[dict]:
+        """Every run, oldest first, with counts of individuals, cache hits and rejections."""
+        return self._run_rows()
+
+    def latest_run_id(self) -> int | None:
+        row = self._one("SELECT MAX(id) AS id FROM runs")
+        return row["id"] if row else None
+
+    def set_run_status(self, run_id: int, status: str, finished: bool = False) -> None:
+        """Set the status; ``finished`` also stamps the finish time."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, not {status!r}")
+        updates: dict[str, Any] = {"status": status}
+        if finished:
+            updates["finished"] = _now()
+        self._update_run(run_id, updates)
+
+    def update_run_config(self, run_id: int, config: dict) -> None:
+        """Replace the run's config (e.g. to record options resolved after start)."""
+        self._update_run(run_id, {"config": _dumps(config)})
+
+    def _update_run(self, run_id: int, updates: dict[str, Any]) -> None:
+        with self.transaction():
+            self._require_run(run_id)
+            self.db.table("runs").update(run_id, updates)
+
+    # -- programs and individuals ------------------------------------------------------
+
+    def add_program(self, hash: str, family: str, text: str, pruned_text: str) -> None:
+        """Record a program once; later calls with the same hash do nothing."""
+        with self.transaction():
+            self.db.table("programs").insert(
+                {"hash": hash, "family": family, "text": text, "pruned_text": pruned_text,
+                 "simplified": None},
+                ignore=True,
+            )
+
+    def add_individual(
+        self, run_id: int, birth: int, program_hash: str, parent_id: int | None,
+        mutation: str | None, status: str, reason: str | None, fitness: float | None,
+        metrics: dict, eval_seconds: float, cache_hit: bool = False,
+        worker: str | None = None, evaluations: Iterable[dict] = (),
+    ) -> int:
+        """Record an individual and its evaluations together, so a crash never leaves half.
+
+        The program must have been added first. A second individual with the same
+        (run_id, birth) raises StoreError and changes nothing.
+        """
+        if status not in INDIVIDUAL_STATUSES:
+            raise ValueError(f"status must be one of {INDIVIDUAL_STATUSES}, not {status!r}")
+        try:
+            with self.transaction():
+                individuals = self.db.table("individuals")
+                individuals.insert({
+                    "run_id": run_id, "birth": birth, "program_hash": program_hash,
+                    "parent_id": parent_id, "mutation": mutation, "status": status,
+                    "reason": reason, "fitness": fitness, "cache_hit": int(bool(cache_hit)),
+                    "metrics": _dumps(metrics), "eval_seconds": eval_seconds,
+                    "created": _now(), "worker": worker,
+                })
+                individual_id = individuals.last_pk
+                rows = [{"individual_id": individual_id, "task": ev["task"],
+                         "tier": ev.get("tier"), "fitness": ev.get("fitness"),
+                         "status": ev["status"], "metrics": _dumps(ev.get("metrics") or {}),
+                         "seconds": ev.get("seconds")} for ev in evaluations]
+                if rows:
+                    self.db.table("evaluations").insert_all(rows)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise StoreError(f"run {run_id} already has an individual with birth {birth}"
+                                 f" in {self.path}") from None
+            raise StoreError(self._missing_reference(run_id, program_hash, parent_id)
+                             or f"cannot record birth {birth} of run {run_id}: {exc}") from None
+        return individual_id
+
+    def _missing_reference(self, run_id: int, program_hash: str,
+                           parent_id: int | None) -> str | None:
+        """Name the foreign key that failed, since SQLite does not say which."""
+        if self._one("SELECT id FROM runs WHERE id = ?", [run_id]) is None:
+            return f"no run {run_id} in {self.path}"
+        if self._one("SELECT hash FROM programs WHERE hash = ?", [program_hash]) is None:
+            return f"no program {program_hash} in {self.path} (add_program first)"
+        if parent_id is not None and self._one(
+                "SELECT id FROM individuals WHERE id = ?", [parent_id]) is None:
+            return f"no parent individual {parent_id} in {self.path}"
+        return None
+
+    def individual(self, individual_id: int) -> dict:
+        """One individual with its program text, decoded metrics and its evaluations."""
+        row = self._one("""
+            SELECT i.*, p.text, p.pruned_text, p.simplified
+            FROM individuals i LEFT JOIN programs p ON p.hash = i.program_hash
+            WHERE i.id = ?
+        """, [individual_id])
+        if row is None:
+            raise StoreError(f"no individual {individual_id} in {self.path}")
+        row["evaluations"] = [
+            _decode(ev, "metrics") for ev in self.db.query(
+                "SELECT * FROM evaluations WHERE individual_id = ? ORDER BY id",
+                [individual_id])
+        ]
+        return _decode(row, "metrics")
+
+    def individuals(self, run_id: int) -> list[dict]:
+        """All individuals of a run in birth order, with program text."""
+        self._require_run(run_id)
+        return [_decode(row, "metrics") for row in self.db.query("""
+            SELECT i.*, p.text, p.pruned_text
+            FROM individuals i LEFT JOIN programs p ON p.hash = i.program_hash
+            WHERE i.run_id = ? ORDER BY i.birth
+        """, [run_id])]
+
+    def births(self, run_id: int) -> set[int]:
+        """Birth indices already recorded, so a resumed search can skip them."""
+        self._require_run(run_id)
+        rows = self.db.execute("SELECT birth FROM individuals WHERE run_id = ?", [run_id])
+        return {birth for (birth,) in rows}
+
+    def top(self, run_id: int, n: int = 10) -> list[dict]:
+        """The run's best distinct programs: one row per hash, best fitness first.
+
+        Each row is the program's best individual (earliest on ties) plus ``copies``,
+        how many individuals of the run had that program.
+        """
+        self._require_run(run_id)
+        rows = self.db.query("""
+            WITH ranked AS (
+                SELECT i.*,
+                       ROW_NUMBER() OVER (PARTITION BY i.program_hash
+                                          ORDER BY i.fitness DESC, i.birth) AS place,
+                       COUNT(*) OVER (PARTITION BY i.program_hash) AS copies
+                FROM individuals i
+                WHERE i.run_id = ? AND i.status = 'ok' AND i.fitness IS NOT NULL
+            )
+            SELECT r.*, p.text, p.pruned_text
+            FROM ranked r LEFT JOIN programs p ON p.hash = r.program_hash
+            WHERE r.place = 1
+            ORDER BY r.fitness DESC, r.birth
+            LIMIT ?
+        """, [run_id, n])
+        return [_decode({k: v for k, v in row.items() if k != "place"}, "metrics")
+                for row in rows]
+
+    def lineage(self, individual_id: int) -> list[dict]:
+        """The individual and its ancestors, from the seed down to it.
+
+        A parent must exist before its child (foreign key), so parent ids strictly
+        decrease along the chain and the recursion always ends.
+        """
+        rows = list(self.db.query("""
+            WITH RECURSIVE chain(id, depth) AS (
+                SELECT id, 0 FROM individuals WHERE id = ?
+                UNION ALL
+                SELECT i.parent_id, c.depth + 1
+                FROM individuals i JOIN chain c ON i.id = c.id
+                WHERE i.parent_id IS NOT NULL
+            )
+            SELECT i.id, i.run_id, i.birth, i.parent_id, i.mutation, i.fitness, i.status,
+                   i.program_hash, p.text, p.pruned_text
+            FROM chain c
+            JOIN individuals i ON i.id = c.id
+            LEFT JOIN programs p ON p.hash = i.program_hash
+            ORDER BY c.depth DESC
+        """, [individual_id]))
+        if not rows:
+            raise StoreError(f"no individual {individual_id} in {self.path}")
+        return rows
+
+    def cached_result(self, family: str, program_hash: str) -> dict | None:
+        """The first real evaluation of this program in any run, for the equivalence cache."""
+        row = self._one("""
+            SELECT i.id, i.run_id, i.status, i.reason, i.fitness, i.metrics, i.eval_seconds
+            FROM individuals i JOIN programs p ON p.hash = i.program_hash
+            WHERE i.program_hash = ? AND p.family = ? AND i.cache_hit = 0
+            ORDER BY i.id LIMIT 1
+        """, [program_hash, family])
+        return _decode(row, "metrics") if row else None

@@ -1,0 +1,195 @@
+"""The evoprog command line, end to end: real local Ray, real SQLite, real training."""
+
+import importlib.util
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from evoprog.search.cli import cli
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, ray_local):
+    """One small search shared by the inspection tests."""
+    db = tmp_path_factory.mktemp("cli") / "search.db"
+    result = CliRunner().invoke(cli, ["search", "optimizer", "--budget", "30", "--population",
+                                      "10", "--tournament", "3", "--seed", "1", "--db",
+                                      str(db)])
+    assert result.exit_code == 0, result.output
+    return db, result
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_search_prints_run_id_and_best_programs(searched):
+    _, result = searched
+    assert result.output.startswith("run 1 (optimizer, budget 30")
+    assert "best of run 1" in result.output
+
+
+def test_runs_json(searched):
+    db, _ = searched
+    result = invoke("runs", "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.output)
+    assert run["id"] == 1 and run["family"] == "optimizer" and run["status"] == "finished"
+    assert run["budget"] == 30 and run["individuals"] == 30
+    assert invoke("runs", "--db", db).exit_code == 0
+
+
+def test_top_show_lineage(searched):
+    db, _ = searched
+    result = invoke("top", "--n", "3", "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.output)
+    assert 1 <= len(best) <= 3
+    assert [b["fitness"] for b in best] == sorted((b["fitness"] for b in best), reverse=True)
+    assert all({"id", "fitness", "program"} <= set(b) for b in best)
+    assert invoke("top", "1", "--db", db).exit_code == 0
+
+    last = json.loads(invoke("runs", "--json", "--db", db).output)[0]["individuals"]
+    shown = invoke("show", last, "--db", db)
+    assert shown.exit_code == 0, shown.output
+    assert "fitness" in shown.output and "mutation" in shown.output
+    assert "def train(w, g, m, v, lr, step):" in shown.output
+
+    chain = json.loads(invoke("lineage", last, "--json", "--db", db).output)
+    assert chain[0]["mutation"] is None and chain[0]["birth"] == 0
+    assert chain[-1]["id"] == last
+    assert all(link["mutation"] for link in chain[1:])
+    assert invoke("lineage", last, "--db", db).exit_code == 0
+
+
+def test_known_lists_library():
+    result = invoke("known", "--json")
+    names = {k["name"] for k in json.loads(result.output)}
+    assert {"sgd", "momentum", "rmsprop", "adam", "adamw", "adamw_paper", "lion", "signsgd",
+            "signum"} <= names
+    assert "Lion" in invoke("known").output
+
+
+def load_module(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_known_and_evolved(searched, tmp_path):
+    db, _ = searched
+    out = tmp_path / "lion_opt.py"
+    result = invoke("export", "lion", "-o", out)
+    assert result.exit_code == 0, result.output
+    lion = load_module(out).Lion
+    assert lion.__init__.__defaults__[:4] == (1e-4, 0.9, 0.99, 0.0)
+
+    best = json.loads(invoke("top", "--n", "1", "--json", "--db", db).output)[0]
+    out = tmp_path / "evolved.py"
+    result = invoke("export", best["id"], "-o", out, "--name", "Found", "--db", db)
+    assert result.exit_code == 0, result.output
+    found = load_module(out).Found
+    model = torch.nn.Linear(4, 2)
+    opt = found(model.parameters())
+    before = model.weight.detach().clone()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    opt.step()
+    assert not torch.equal(before, model.weight)
+
+
+def test_export_program_file(tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text("m = interp(g, m, 0.9)\nupdate = sign(m)\nlr = lr * 0.0003\n"
+                    "update = update * lr\n")
+    out = tmp_path / "mine.py"
+    result = invoke("export", text, "-o", out, "--name", "Mine")
+    assert result.exit_code == 0, result.output
+    assert load_module(out).Mine.__init__.__defaults__[0] == 0.0003
+
+
+# -- bad input: one clear line, non-zero exit, nothing changed -----------------------------
+
+def assert_clean_error(result, *words):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    for word in words:
+        assert word in result.output
+
+
+def table_counts(db):
+    with sqlite3.connect(db) as conn:
+        return [conn.execute(f"select count(*) from {t}").fetchone()[0]
+                for t in ("runs", "programs", "individuals", "evaluations")]
+
+
+def test_unknown_ids(searched):
+    db, _ = searched
+    before = table_counts(db)
+    assert_clean_error(invoke("show", 99999, "--db", db), "no individual 99999")
+    assert_clean_error(invoke("lineage", 99999, "--db", db), "no individual 99999")
+    assert_clean_error(invoke("top", 42, "--db", db), "no run 42")
+    assert_clean_error(invoke("export", 99999, "-o", "x.py", "--db", db), "no individual")
+    assert_clean_error(invoke("resume", 1, "--db", db), "already finished")
+    assert table_counts(db) == before
+
+
+def test_missing_and_foreign_databases(tmp_path):
+    missing = tmp_path / "nope.db"
+    for command in (["runs"], ["top"], ["show", "1"], ["lineage", "1"]):
+        assert_clean_error(invoke(*command, "--db", missing), str(missing))
+    assert not missing.exists()
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("create table notes (x text)")
+    size = foreign.stat().st_size
+    assert_clean_error(invoke("runs", "--db", foreign), "not an evoprog database")
+    assert_clean_error(invoke("search", "optimizer", "--budget", "3", "--db", foreign),
+                       "not an evoprog database")
+    assert foreign.stat().st_size == size
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("this is not sqlite at all" * 100)
+    assert_clean_error(invoke("runs", "--db", garbage), "not")
+
+
+def test_malformed_program_and_unknown_name(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("m = interp(g, m, 0.9)\nupdate = frobnicate(m)\n")
+    assert_clean_error(invoke("export", bad, "-o", tmp_path / "x.py"),
+                       "line 2", "unknown op 'frobnicate'")
+    assert_clean_error(invoke("export", "nosuchthing", "-o", tmp_path / "x.py"),
+                       "nosuchthing")
+    assert not (tmp_path / "x.py").exists()
+
+
+def test_invalid_option_values(tmp_path):
+    db = tmp_path / "fresh.db"
+    for args in (["--budget", "0"], ["--population", "-3"], ["--tournament", "x"],
+                 ["--task", "imagenet"]):
+        result = invoke("search", "optimizer", *args, "--db", db)
+        assert_clean_error(result)
+        assert "Invalid value" in result.output
+    assert not db.exists()
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed `evoprog` command, in its own process with its own local Ray."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    db = tmp_path / "proc.db"
+    search = subprocess.run(
+        [sys.executable, "-m", "evoprog", "search", "optimizer", "--budget", "12",
+         "--population", "5", "--parallel", "2", "--db", str(db)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert search.returncode == 0, search.stderr
+    runs = subprocess.run([sys.executable, "-m", "evoprog", "runs", "--json", "--db",
+                           str(db)], capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(runs.stdout)[0]["individuals"] == 12

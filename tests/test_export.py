@@ -1,0 +1,368 @@
+"""Exported optimizers: loaded from a file as users load them, compared against the
+interpreter (``ProgramOptimizer``), a hand-written Lion and ``torch.optim.AdamW``."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import inspect
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from evoprog.programs.export import OP_CODE, export_known, export_program, fold_lr_scale
+from evoprog.programs.known import KNOWN
+from evoprog.programs.mutation import mutate
+from evoprog.programs.ops import OPS
+from evoprog.programs.optimizer import ProgramOptimizer
+from evoprog.programs.program import Instruction, Program, parse_program
+from evoprog.programs.space import OptimizerSpace
+
+STEPS = 20
+_counter = itertools.count()
+
+LAYOUT_PROGRAM = """\
+m = interp(g, m, 0.9)
+v = interp(g, v, 0.5)
+n = norm(g)
+gn = global_norm(v)
+o = orthogonalize(m)
+u = o * n
+u = u / gn
+s = power(0.99, step)
+u = u * s
+update = clip_by_global_norm(u, 1.0)
+lr = lr * 0.01
+update = update * lr
+"""
+
+
+def load(source: str, tmp_path: Path):
+    """Import generated source from a file, the way a user would."""
+    path = tmp_path / f"exported_{next(_counter)}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def exported_class(source: str, tmp_path: Path) -> type:
+    module = load(source, tmp_path)
+    classes = [c for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)
+               and c.__module__ == module.__name__]
+    assert len(classes) == 1
+    return classes[0]
+
+
+def initial_params(seed: int = 0, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """A weight matrix and a bias, at the scale of an initialised layer."""
+    gen = torch.Generator().manual_seed(seed)
+    return [0.5 * torch.randn(4, 3, generator=gen, dtype=dtype),
+            0.5 * torch.randn(4, generator=gen, dtype=dtype)]
+
+
+def grad_sequence(steps: int = STEPS, seed: int = 1,
+                  dtype: torch.dtype = torch.float32) -> list[list[torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(4, 3, generator=gen, dtype=dtype),
+             torch.randn(4, generator=gen, dtype=dtype)] for _ in range(steps)]
+
+
+def run(make_optimizer, grads: list[list[torch.Tensor]], seed: int = 0) -> list[torch.Tensor]:
+    """Parameters after stepping an optimizer with the given gradients."""
+    dtype = grads[0][0].dtype
+    params = [p.clone().requires_grad_(True) for p in initial_params(seed, dtype)]
+    optimizer = make_optimizer(params)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    return [p.detach() for p in params]
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+
+def test_op_code_covers_every_op():
+    assert set(OP_CODE) == set(OPS)
+
+
+def reference_lion(params, grads, lr, beta1, beta2, weight_decay):
+    """Lion from its definition (Chen et al. 2023, Program 1)."""
+    params = [p.clone() for p in params]
+    ms = [torch.zeros_like(p) for p in params]
+    for step_grads in grads:
+        for p, m, g in zip(params, ms, step_grads, strict=True):
+            c = beta1 * m + (1 - beta1) * g
+            p -= lr * (torch.sign(c) + weight_decay * p)
+            m.copy_(beta2 * m + (1 - beta2) * g)
+    return params
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lion_matches_its_definition(tmp_path, weight_decay):
+    lion = exported_class(export_known(KNOWN["lion"]), tmp_path)
+    assert lion.__name__ == "Lion"
+    signature = inspect.signature(lion.__init__).parameters
+    assert list(signature)[1:] == ["params", "lr", "beta1", "beta2", "weight_decay"]
+    assert [signature[k].default for k in ("lr", "beta1", "beta2", "weight_decay")] == \
+        [1e-4, 0.9, 0.99, 0.0]
+    grads = grad_sequence()
+    got = run(lambda ps: lion(ps, lr=0.01, weight_decay=weight_decay), grads)
+    want = reference_lion(initial_params(), grads, 0.01, 0.9, 0.99, weight_decay)
+    assert max_diff(got, want) < 1e-6
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-7)])
+def test_adamw_matches_torch(tmp_path, dtype, tolerance):
+    adamw = exported_class(export_known(KNOWN["adamw"]), tmp_path)
+    signature = inspect.signature(adamw.__init__).parameters
+    assert list(signature)[2:] == ["lr", "beta1", "beta2", "eps", "weight_decay"]
+    grads = grad_sequence(dtype=dtype)
+    settings = {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05}
+    got = run(lambda ps: adamw(ps, **settings), grads)
+    want = run(lambda ps: torch.optim.AdamW(
+        ps, lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.05), grads)
+    # float64 shows the formula is torch's: only the interpreter's safe 1e-8s differ.
+    assert max_diff(got, want) < tolerance
+    defaults = run(adamw, grads)
+    torch_defaults = run(lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01), grads)
+    assert max_diff(defaults, torch_defaults) < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_known_export_matches_interpreter(tmp_path, name):
+    known = KNOWN[name]
+    cls = exported_class(export_known(known), tmp_path)
+    assert cls.__name__ == known.class_name
+    grads = grad_sequence()
+    got = run(cls, grads)
+    want = run(lambda ps: ProgramOptimizer(ps, known.program()), grads)
+    assert max_diff(got, want) < 1e-6
+    assert max_diff(got, initial_params()) > 0  # it did train
+
+
+def train_model(make_optimizer, steps: int = STEPS, skip_bias_every: int = 0):
+    """A linear layer trained on fixed random data, with closures; returns its weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    data = torch.randn(16, 3, generator=torch.Generator().manual_seed(2))
+    target = torch.randn(16, 4, generator=torch.Generator().manual_seed(3))
+    optimizer = make_optimizer(model.parameters())
+
+    for i in range(steps):
+        def closure(i=i):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(data), target)
+            loss.backward()
+            if skip_bias_every and i % skip_bias_every == 0:
+                model.bias.grad = None
+            return loss
+        optimizer.step(closure)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("text", [OptimizerSpace.seed_text, LAYOUT_PROGRAM],
+                         ids=["seed", "layout_ops"])
+@pytest.mark.parametrize("skip", [0, 3])
+def test_evolved_export_matches_interpreter(tmp_path, text, skip):
+    program = parse_program(text)
+    cls = exported_class(export_program(program), tmp_path)
+    got = train_model(cls, skip_bias_every=skip)
+    want = train_model(lambda ps: ProgramOptimizer(ps, program), skip_bias_every=skip)
+    assert max_diff(got, want) < 1e-6
+    grads = grad_sequence()
+    assert max_diff(run(cls, grads), run(lambda ps: ProgramOptimizer(ps, program), grads)) < 1e-6
+
+
+def test_layout_program_uses_flat_form_with_only_needed_helpers():
+    source = export_program(parse_program(LAYOUT_PROGRAM))
+    for helper in ("_norm", "_global_norm", "_orthogonalize", "_newton_schulz",
+                   "_clip_by_global_norm", "_segment_sum", "_flatten", "_unflatten"):
+        assert f"def {helper}(" in source
+    for unused in ("_dot", "_cosine_sim", "_l2_normalize"):
+        assert f"def {unused}(" not in source
+    assert "\ndef _" not in export_known(KNOWN["adamw"])
+
+
+def test_lr_fold_and_constants(tmp_path):
+    source = export_program(OptimizerSpace.seed())
+    cls = exported_class(source, tmp_path)
+    signature = inspect.signature(cls.__init__).parameters
+    assert {k: p.default for k, p in signature.items() if k not in ("self", "params")} == \
+        {"lr": 0.001, "c1": 0.9, "c2": 0.999, "c3": 0.01}
+    assert "0.001" not in source.split("def step", 1)[1]
+    optimizer = cls([torch.zeros(2, requires_grad=True)])
+    assert optimizer.param_groups[0]["c2"] == 0.999
+
+
+def test_lr_fold_rules():
+    folded, scale = fold_lr_scale(parse_program("update = g * lr\nlr = lr * 0.1"))
+    assert scale is None  # lr is read before it is scaled
+    folded, scale = fold_lr_scale(parse_program("x = 0.5 * lr\nlr = lr * 0.1\nupdate = g * x"))
+    assert scale is None  # the first reader is not the scale
+    folded, scale = fold_lr_scale(parse_program("lr = 0.3 * lr\nupdate = g * lr"))
+    assert scale == 0.3 and len(folded) == 1
+    folded, scale = fold_lr_scale(parse_program("lr = lr * -0.3\nupdate = g * lr"))
+    assert scale is None  # a negative lr would not pass validation
+
+
+def test_exported_files_import_only_torch_and_math():
+    sources = [export_known(k) for k in KNOWN.values()]
+    sources += [export_program(OptimizerSpace.seed()), export_program(
+        parse_program(LAYOUT_PROGRAM)), export_program(parse_program("x = pi()\n"
+                                                                     "update = g * x"))]
+    for source in sources:
+        compile(source, "<exported>", "exec")
+        imported = set()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            assert not isinstance(node, ast.ImportFrom)
+        assert imported <= {"torch", "math"}
+        assert ("math" in imported) == ("math." in source)
+
+
+@pytest.mark.parametrize("text", [KNOWN["adamw"].template, LAYOUT_PROGRAM],
+                         ids=["per_parameter", "flat"])
+def test_state_dict_round_trip(tmp_path, text):
+    if text == LAYOUT_PROGRAM:
+        cls = exported_class(export_program(parse_program(text)), tmp_path)
+    else:
+        cls = exported_class(export_known(KNOWN["adamw"]), tmp_path)
+    grads = grad_sequence(10)
+    params = [p.clone().requires_grad_(True) for p in initial_params()]
+    optimizer = cls(params)
+    for step_grads in grads[:5]:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    saved = copy.deepcopy(optimizer.state_dict())
+    twins = [p.detach().clone().requires_grad_(True) for p in params]
+    restored = cls(twins)
+    restored.load_state_dict(saved)
+    for step_grads in grads[5:]:
+        for ps in (params, twins):
+            for p, g in zip(ps, step_grads, strict=True):
+                p.grad = g.clone()
+        optimizer.step()
+        restored.step()
+    for a, b in zip(params, twins, strict=True):
+        assert torch.equal(a, b)
+    assert restored.state[twins[0]]["step"] == 10
+
+
+def test_program_optimizer_state_dict_round_trip():
+    program = parse_program(LAYOUT_PROGRAM)
+    grads = grad_sequence(8)
+    params = [p.clone().requires_grad_(True) for p in initial_params()]
+    optimizer = ProgramOptimizer(params, program)
+    twins = None
+    restored = None
+    for i, step_grads in enumerate(grads):
+        if i == 4:
+            twins = [p.detach().clone().requires_grad_(True) for p in params]
+            restored = ProgramOptimizer(twins, program)
+            restored.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+        if restored is not None:
+            for p, g in zip(twins, step_grads, strict=True):
+                p.grad = g.clone()
+            restored.step()
+    for a, b in zip(params, twins, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_closure_returns_loss(tmp_path):
+    for cls in (exported_class(export_known(KNOWN["lion"]), tmp_path),
+                exported_class(export_program(parse_program(LAYOUT_PROGRAM)), tmp_path),
+                lambda ps: ProgramOptimizer(ps, KNOWN["lion"].program())):
+        w = torch.ones(3, requires_grad=True)
+        optimizer = cls([w])
+
+        def closure(optimizer=optimizer, w=w):
+            optimizer.zero_grad()
+            loss = (w * w).sum()
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        assert loss.item() == 3.0
+        assert w.grad is not None and torch.all(w < 1.0)
+        assert optimizer.step() is None
+
+
+def test_negative_lr_is_rejected(tmp_path):
+    cls = exported_class(export_known(KNOWN["sgd"]), tmp_path)
+    with pytest.raises(ValueError):
+        cls([torch.zeros(1, requires_grad=True)], lr=-1.0)
+    with pytest.raises(ValueError):
+        ProgramOptimizer([torch.zeros(1, requires_grad=True)], "update = g * lr", lr=-1.0)
+
+
+def test_variable_names_that_clash_with_python_are_renamed(tmp_path):
+    program = parse_program("lambda = interp(g, m, 0.9)\nm = lambda * 1.0\n"
+                            "p = sign(m)\nc1 = p * 0.5\nsum = c1 + step\nstate = sqrt(sum)\n"
+                            "update = c1 * state\nlr = lr * 0.01\nupdate = update * lr\n"
+                            "lr = lr * 2.0\nupdate = update * lr")
+    cls = exported_class(export_program(program), tmp_path)
+    grads = grad_sequence()
+    assert max_diff(run(cls, grads), run(lambda ps: ProgramOptimizer(ps, program), grads)) < 1e-6
+
+
+_ARGUMENTS = {
+    0: [()],
+    1: [("g",), ("step",), ("lr",)],
+    2: [("g", "m"), ("g", "lr"), ("step", "g"), ("step", "lr")],
+    3: [("g", "m", "w"), ("g", "lr", "m"), ("lr", "step", "g"), ("lr", "step", "lr")],
+}
+
+
+def _op_program(op: str, args: tuple[str, ...], flat: bool) -> Program:
+    """``op`` on tensors, python scalars or both, its value squashed into a small update."""
+    ins = [Instruction("m", "interp", ("g", "m", 0.9)),
+           Instruction("x", op, args),
+           Instruction("s", "tanh", ("x",)),
+           Instruction("update", "mul", ("s", "g"))]
+    if flat:  # a global reduction makes the exporter lay the parameters end to end
+        ins += [Instruction("n", "global_norm", ("g",)),
+                Instruction("update", "div", ("update", "n"))]
+    ins += [Instruction("update", "mul", ("update", 0.01))]
+    return Program(tuple(ins))
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_op_matches_interpreter(tmp_path, op):
+    grads = grad_sequence(5)
+    for args, flat in itertools.product(_ARGUMENTS[OPS[op].arity], (False, True)):
+        program = _op_program(op, args, flat)
+        cls = exported_class(export_program(program), tmp_path)
+        got = run(cls, grads)
+        want = run(lambda ps, program=program: ProgramOptimizer(ps, program), grads)
+        diff = max_diff(got, want)
+        assert diff < 1e-6, (op, args, flat, diff)
+
+
+def test_mutated_programs_export_and_match(tmp_path):
+    """Random evolved-looking programs export to importable files that agree with the
+    interpreter (float64, so that only semantics, not rounding, can differ)."""
+    grads = grad_sequence(3, dtype=torch.float64)
+    for seed in range(30):
+        rng = random.Random(seed)
+        program = OptimizerSpace.seed()
+        for _ in range(rng.randint(1, 10)):
+            program, _ = mutate(program, OptimizerSpace, rng)
+        cls = exported_class(export_program(program), tmp_path)
+        got = run(cls, grads)
+        want = run(lambda ps, program=program: ProgramOptimizer(ps, program), grads)
+        for a, b in zip(got, want, strict=True):
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True), str(program)

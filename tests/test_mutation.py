@@ -1,0 +1,243 @@
+"""Mutations: each kind does what its name says; mutate gives valid, different children."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import random
+
+import pytest
+
+from evoprog.programs import mutation as mutation_module
+from evoprog.programs.known import KNOWN
+from evoprog.programs.mutation import (
+    MUTATIONS,
+    Mutation,
+    MutationFailed,
+    apply_mutation,
+    mutate,
+)
+from evoprog.programs.ops import OPS
+from evoprog.programs.program import Program, parse_program
+from evoprog.programs.space import OptimizerSpace
+
+SPACE = OptimizerSpace
+NotApplicable = mutation_module._NotApplicable
+
+PARENTS = [
+    SPACE.seed(),
+    KNOWN["lion"].program(),
+    KNOWN["adam"].program(),
+    parse_program("update = sign(g)"),
+]
+
+
+def _draws(kind: str, count: int = 60):
+    """(parent, child, mutation) for ``count`` seeded applications per parent."""
+    for p_index, parent in enumerate(PARENTS):
+        for seed in range(count):
+            rng = random.Random(1000 * p_index + seed)
+            try:
+                child, mutation = apply_mutation(kind, parent, SPACE, rng)
+            except NotApplicable:
+                continue
+            yield parent, child, mutation
+
+
+def _changed_positions(parent: Program, child: Program) -> list[int]:
+    assert len(parent) == len(child)
+    return [i for i, (a, b) in enumerate(zip(parent, child, strict=True)) if a != b]
+
+
+def _defined_before(program: Program, index: int) -> set[str]:
+    return set(SPACE.inputs) | {ins.out for ins in program.instructions[:index]}
+
+
+def test_mutation_kinds():
+    assert set(MUTATIONS) == {"insert", "delete", "modify_arg", "change_op", "perturb_const"}
+
+
+def test_insert_adds_exactly_one_instruction():
+    seen = 0
+    for parent, child, mutation in _draws("insert"):
+        seen += 1
+        assert mutation.kind == "insert"
+        assert str(mutation).startswith("insert: line ")
+        assert len(child) == len(parent) + 1
+        positions = [i for i in range(len(child))
+                     if child.instructions[:i] + child.instructions[i + 1:]
+                     == parent.instructions]
+        assert positions, (parent, child)
+        index = positions[0]
+        new = child.instructions[index]
+        assert new.op in SPACE.ops
+        assert len(new.args) == OPS[new.op].arity
+        assert new.out not in SPACE.read_only
+        # The new instruction reads only names defined before it.
+        assert set(new.reads()) <= _defined_before(child, index)
+    assert seen > 100
+
+
+def test_delete_removes_exactly_one_instruction():
+    seen = 0
+    for parent, child, mutation in _draws("delete"):
+        seen += 1
+        assert mutation.kind == "delete"
+        assert len(child) == len(parent) - 1
+        assert any(parent.instructions[:i] + parent.instructions[i + 1:] == child.instructions
+                   for i in range(len(parent)))
+    assert seen > 100
+
+
+def test_modify_arg_changes_exactly_one_argument():
+    seen = changed = 0
+    for parent, child, mutation in _draws("modify_arg"):
+        seen += 1
+        assert mutation.kind == "modify_arg"
+        positions = _changed_positions(parent, child)
+        assert len(positions) <= 1
+        if not positions:
+            # The redrawn argument happened to equal the old one.
+            continue
+        changed += 1
+        old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
+        assert (new.out, new.op) == (old.out, old.op)
+        diffs = [j for j, (a, b) in enumerate(zip(old.args, new.args, strict=True)) if a != b]
+        assert len(diffs) == 1
+        assert set(new.reads()) <= _defined_before(child, positions[0])
+        assert f"argument {diffs[0] + 1}" in mutation.detail
+    assert seen > 100
+    assert changed > 0.7 * seen
+
+
+def test_change_op_changes_exactly_one_op_keeping_arity():
+    seen = 0
+    for parent, child, mutation in _draws("change_op"):
+        seen += 1
+        assert mutation.kind == "change_op"
+        positions = _changed_positions(parent, child)
+        assert len(positions) == 1
+        old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
+        assert (new.out, new.args) == (old.out, old.args)
+        assert new.op != old.op
+        assert new.op in SPACE.ops
+        assert OPS[new.op].arity == OPS[old.op].arity
+        assert f"{old.op} -> {new.op}" in mutation.detail
+    assert seen > 100
+
+
+def test_change_op_not_applicable_without_same_arity_alternative():
+    space = dataclasses.replace(SPACE, ops=("sign", "mul"))
+    with pytest.raises(NotApplicable):
+        apply_mutation("change_op", parse_program("update = sign(g)"), space, random.Random(0))
+
+
+def test_perturb_const_changes_exactly_one_constant():
+    seen = changed = 0
+    for parent, child, mutation in _draws("perturb_const"):
+        seen += 1
+        assert mutation.kind == "perturb_const"
+        positions = _changed_positions(parent, child)
+        assert len(positions) <= 1
+        if not positions:
+            continue
+        changed += 1
+        old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
+        assert (new.out, new.op) == (old.out, old.op)
+        diffs = [j for j, (a, b) in enumerate(zip(old.args, new.args, strict=True)) if a != b]
+        assert len(diffs) == 1
+        before, after = old.args[diffs[0]], new.args[diffs[0]]
+        assert isinstance(before, float) and isinstance(after, float)
+        assert len(child.constants()) == len(parent.constants())
+    assert seen > 100
+    assert changed > 0.9 * seen
+
+
+def test_perturb_const_not_applicable_without_constants():
+    with pytest.raises(NotApplicable):
+        apply_mutation("perturb_const", parse_program("update = sign(g)"), SPACE,
+                       random.Random(0))
+
+
+def test_delete_and_insert_respect_length_limits():
+    single = parse_program("update = sign(g)")
+    with pytest.raises(NotApplicable):
+        apply_mutation("delete", single, SPACE, random.Random(0))
+    full = parse_program("update = g * 1.0\n" * SPACE.max_length)
+    assert len(full) == SPACE.max_length
+    with pytest.raises(NotApplicable):
+        apply_mutation("insert", full, SPACE, random.Random(0))
+
+
+def test_modify_arg_not_applicable_without_arguments():
+    only_constants = parse_program("a = pi()\nb = e()")
+    with pytest.raises(NotApplicable):
+        apply_mutation("modify_arg", only_constants, SPACE, random.Random(0))
+
+
+def test_mutate_gives_valid_different_children():
+    kinds = collections.Counter()
+    parent_hash = SPACE.hash(SPACE.seed())
+    for seed in range(300):
+        child, mutation = mutate(SPACE.seed(), SPACE, random.Random(seed))
+        assert isinstance(mutation, Mutation)
+        assert SPACE.invalid_reason(child) is None, (seed, mutation)
+        assert SPACE.hash(child) != parent_hash, (seed, mutation)
+        kinds[mutation.kind] += 1
+    assert set(kinds) == set(MUTATIONS)
+
+
+def test_mutate_along_lineages_stays_valid():
+    kinds = collections.Counter()
+    for seed in range(15):
+        rng = random.Random(seed)
+        program = SPACE.seed()
+        for _ in range(20):
+            child, mutation = mutate(program, SPACE, rng)
+            assert SPACE.invalid_reason(child) is None
+            assert SPACE.hash(child) != SPACE.hash(program)
+            assert len(child) <= SPACE.max_length
+            kinds[mutation.kind] += 1
+            program = child
+    assert set(kinds) == set(MUTATIONS)
+
+
+def test_mutate_is_deterministic():
+    for seed in range(20):
+        a = mutate(SPACE.seed(), SPACE, random.Random(seed))
+        b = mutate(SPACE.seed(), SPACE, random.Random(seed))
+        assert a == b
+    children = {mutate(SPACE.seed(), SPACE, random.Random(seed))[0] for seed in range(20)}
+    assert len(children) > 10
+
+
+def test_mutate_does_not_change_the_parent():
+    parent = SPACE.seed()
+    snapshot = Program(tuple(parent.instructions))
+    for seed in range(20):
+        mutate(parent, SPACE, random.Random(seed))
+    assert parent == snapshot
+
+
+def test_mutation_failed_with_no_tries():
+    with pytest.raises(MutationFailed):
+        mutate(SPACE.seed(), SPACE, random.Random(0), max_tries=0)
+
+
+def test_mutation_failed_when_nothing_valid_exists():
+    # One instruction allowed, one unary op: no insert, delete or change_op applies,
+    # there is no constant to perturb, and any other argument breaks dependence on g.
+    tiny = dataclasses.replace(SPACE, ops=("sign",), max_length=1,
+                               seed_text="update = sign(g)")
+    seed = tiny.seed()
+    assert tiny.invalid_reason(seed) is None
+    with pytest.raises(MutationFailed):
+        mutate(seed, tiny, random.Random(0), max_tries=200)
+
+
+def test_mutation_succeeds_in_a_small_space_that_allows_something():
+    small = dataclasses.replace(SPACE, ops=("sign", "tanh"), max_length=1,
+                                seed_text="update = sign(g)")
+    child, mutation = mutate(small.seed(), small, random.Random(0))
+    assert mutation.kind == "change_op"
+    assert child == parse_program("update = tanh(g)")

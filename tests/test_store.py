@@ -1,0 +1,299 @@
+"""The SQLite store, on real files: schema, round trips, queries, errors, two writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from evoprog.store import SCHEMA, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(tmp_path / "runs.db") as s:
+        yield s
+
+
+def tables(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+    finally:
+        conn.close()
+
+
+def new_run(store: Store, family: str = "lion") -> int:
+    return store.create_run(family, seed=7, budget=100, config={"tiers": ["a", "b"]},
+                            address="local")
+
+
+def add(store: Store, run_id: int, birth: int, program: str, parent: int | None = None,
+        fitness: float | None = 1.0, status: str = "ok", **kwargs) -> int:
+    """Record an individual whose program hash and text are both ``program``."""
+    store.add_program(program, "lion", f"text {program}", f"pruned {program}")
+    return store.add_individual(
+        run_id, birth, program, parent, None if parent is None else f"insert: line {birth}",
+        status, kwargs.pop("reason", None), fitness, kwargs.pop("metrics", {}), 0.5, **kwargs)
+
+
+def test_schema_wal_and_marker(tmp_path: Path):
+    path = tmp_path / "sub" / "runs.db"
+    Store.open(path).close()
+    assert {"meta", "runs", "programs", "individuals", "evaluations"} <= set(tables(path))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == SCHEMA
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"idx_individuals_run_id_birth", "idx_individuals_program_hash",
+            "idx_evaluations_individual_id"} <= indexes
+    conn.close()
+    with Store.open(path, create=False) as again:  # reopening an existing DB is fine
+        assert again.runs() == []
+        assert again.latest_run_id() is None
+
+
+def test_runs_with_counts(store: Store):
+    first = new_run(store)
+    second = new_run(store, "nas")
+    assert store.latest_run_id() == second
+    seed = add(store, first, 0, "h0", fitness=0.5)
+    add(store, first, 1, "h1", seed, fitness=0.9)
+    add(store, first, 2, "h1", seed, fitness=0.9, cache_hit=True)
+    add(store, first, 3, "h2", seed, fitness=None, status="rejected", reason="too long")
+    add(store, first, 4, "h3", seed, fitness=None, status="rejected", reason="too long")
+    add(store, first, 5, "h4", seed, fitness=None, status="failed", reason="nan loss")
+    store.set_run_status(first, "finished", finished=True)
+    store.update_run_config(first, {"tiers": ["a"], "resumed": True})
+
+    by_id = {run["id"]: run for run in store.runs()}
+    run = by_id[first]
+    assert run == store.run(first)
+    assert run["family"] == "lion" and run["status"] == "finished" and run["finished"]
+    assert run["config"] == {"tiers": ["a"], "resumed": True}
+    assert (run["individuals"], run["evaluated"], run["cache_hits"]) == (6, 5, 1)
+    assert run["rejected"] == 3
+    assert run["rejected_by_reason"] == {"too long": 2, "nan loss": 1}
+    assert run["best_fitness"] == 0.9
+    empty = by_id[second]
+    assert (empty["individuals"], empty["rejected"], empty["best_fitness"]) == (0, 0, None)
+    assert empty["rejected_by_reason"] == {} and empty["finished"] is None
+    assert store.births(first) == {0, 1, 2, 3, 4, 5}
+    assert [i["birth"] for i in store.individuals(first)] == [0, 1, 2, 3, 4, 5]
+    assert store.individuals(first)[1]["text"] == "text h1"
+
+
+def test_individual_round_trip(store: Store):
+    run_id = new_run(store)
+    store.add_program("abc", "lion", "m = interp(g, m, 0.9)", "m = interp(g, m, 0.9)")
+    store.add_program("abc", "lion", "ignored", "ignored")  # idempotent
+    evaluations = [
+        {"task": "mlp", "tier": "a", "fitness": 0.7, "status": "ok",
+         "metrics": {"loss": [1.0, 0.5], "nan": False}, "seconds": 1.5},
+        {"task": "cnn", "tier": "b", "fitness": None, "status": "failed",
+         "metrics": {}, "seconds": 0.2},
+    ]
+    ind = store.add_individual(run_id, 0, "abc", None, None, "ok", None, 0.7,
+                               {"mean": 0.7, "per_task": {"mlp": 0.7}}, 1.7,
+                               worker="node-1", evaluations=evaluations)
+    got = store.individual(ind)
+    assert got["text"] == got["pruned_text"] == "m = interp(g, m, 0.9)"
+    assert got["metrics"] == {"mean": 0.7, "per_task": {"mlp": 0.7}}
+    assert got["cache_hit"] is False and got["worker"] == "node-1"
+    assert got["parent_id"] is None and got["mutation"] is None
+    assert [(e["task"], e["tier"], e["fitness"], e["status"], e["metrics"], e["seconds"])
+            for e in got["evaluations"]] == [
+        (e["task"], e["tier"], e["fitness"], e["status"], e["metrics"], e["seconds"])
+        for e in evaluations]
+
+
+def test_duplicate_birth_changes_nothing(store: Store, tmp_path: Path):
+    run_id = new_run(store)
+    add(store, run_id, 0, "h0")
+    before = store.individuals(run_id)
+    with pytest.raises(StoreError, match="already has an individual with birth 0"):
+        add(store, run_id, 0, "h1", evaluations=[
+            {"task": "t", "tier": "a", "fitness": 1.0, "status": "ok", "metrics": {},
+             "seconds": 0.1}])
+    assert store.individuals(run_id) == before
+    assert store.db.table("evaluations").count == 0
+
+
+def test_bad_evaluation_rolls_back_the_individual(store: Store):
+    run_id = new_run(store)
+    with pytest.raises(KeyError):
+        add(store, run_id, 0, "h0", evaluations=[{"tier": "a", "status": "ok"}])
+    assert store.births(run_id) == set()
+    add(store, run_id, 0, "h0")  # the birth is still free
+    assert store.births(run_id) == {0}
+
+
+def test_lineage_from_seed_to_individual(store: Store):
+    run_id = new_run(store)
+    ids = [add(store, run_id, 0, "g0", fitness=0.1)]
+    for gen in range(1, 4):
+        add(store, run_id, 10 + gen, f"side{gen}", ids[0])  # unrelated siblings
+        ids.append(add(store, run_id, gen, f"g{gen}", ids[-1], fitness=0.1 * (gen + 1)))
+    chain = store.lineage(ids[-1])
+    assert [row["id"] for row in chain] == ids
+    assert [row["birth"] for row in chain] == [0, 1, 2, 3]
+    assert [row["text"] for row in chain] == ["text g0", "text g1", "text g2", "text g3"]
+    assert chain[0]["mutation"] is None and chain[3]["mutation"] == "insert: line 3"
+    assert chain[2]["fitness"] == pytest.approx(0.3) and chain[2]["status"] == "ok"
+    assert store.lineage(ids[0]) == chain[:1]
+
+
+def test_top_dedups_by_program_and_orders_by_fitness(store: Store):
+    run_id = new_run(store)
+    other = new_run(store)
+    seed = add(store, run_id, 0, "seed", fitness=0.2)
+    add(store, run_id, 1, "a", seed, fitness=0.5)
+    add(store, run_id, 2, "b", seed, fitness=0.8)
+    add(store, run_id, 3, "a", seed, fitness=0.9)  # same program, better noise
+    add(store, run_id, 4, "c", seed, fitness=0.8)  # ties with b: b was born first
+    add(store, run_id, 5, "d", seed, fitness=None, status="failed")
+    add(store, other, 0, "best", fitness=5.0)  # another run does not leak in
+    top = store.top(run_id, 10)
+    assert [(row["program_hash"], row["birth"]) for row in top] == [
+        ("a", 3), ("b", 2), ("c", 4), ("seed", 0)]
+    assert top[0]["copies"] == 2 and top[0]["text"] == "text a"
+    assert [row["program_hash"] for row in store.top(run_id, 2)] == ["a", "b"]
+
+
+def test_cached_result(store: Store):
+    first = new_run(store)
+    second = new_run(store)
+    assert store.cached_result("lion", "h") is None
+    original = add(store, first, 0, "h", fitness=0.4, metrics={"loss": 2.0})
+    add(store, second, 0, "h", fitness=0.4, cache_hit=True)
+    add(store, second, 1, "bad", fitness=None, status="rejected", reason="invalid")
+    hit = store.cached_result("lion", "h")
+    assert hit["id"] == original and hit["run_id"] == first
+    assert (hit["status"], hit["fitness"], hit["metrics"]) == ("ok", 0.4, {"loss": 2.0})
+    assert store.cached_result("lion", "bad")["reason"] == "invalid"
+    assert store.cached_result("nas", "h") is None
+
+
+def test_missing_file_without_create(tmp_path: Path):
+    with pytest.raises(StoreError, match="no evoprog database"):
+        Store.open(tmp_path / "nope.db", create=False)
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_text_file_is_refused_untouched(tmp_path: Path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not a database\n" * 20)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        Store.open(path)
+    assert path.read_bytes() == before
+
+
+def test_foreign_sqlite_file_is_refused_untouched(tmp_path: Path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.execute("INSERT INTO songs VALUES ('x')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="not an evoprog database"):
+            Store.open(path, create=create)
+    assert path.read_bytes() == before
+    assert tables(path) == ["songs"]
+
+
+def test_wrong_schema_marker(tmp_path: Path):
+    path = tmp_path / "future.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = 'evoprog-99'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="evoprog-99"):
+        Store.open(path)
+
+
+def test_unknown_ids(store: Store):
+    run_id = new_run(store)
+    missing = run_id + 1
+    for call in (lambda: store.run(missing), lambda: store.individuals(missing),
+                 lambda: store.births(missing), lambda: store.top(missing, 3),
+                 lambda: store.set_run_status(missing, "failed"),
+                 lambda: store.update_run_config(missing, {})):
+        with pytest.raises(StoreError, match=f"no run {missing} in .*runs.db"):
+            call()
+    with pytest.raises(StoreError, match=f"no run {missing}"):
+        add(store, missing, 0, "h")
+    for call in (store.individual, store.lineage):
+        with pytest.raises(StoreError, match="no individual 42 in .*runs.db"):
+            call(42)
+    with pytest.raises(StoreError, match="no parent individual 42"):
+        add(store, run_id, 1, "h", parent=42)
+    with pytest.raises(StoreError, match="no program nohash"):
+        store.add_individual(run_id, 2, "nohash", None, None, "ok", None, 1.0, {}, 0.0)
+    with pytest.raises(ValueError):
+        store.set_run_status(run_id, "done")
+
+
+def test_reader_opens_while_a_writer_holds_the_lock(tmp_path: Path):
+    path = tmp_path / "runs.db"
+    with Store.open(path) as writer:
+        run_id = new_run(writer)
+        add(writer, run_id, 0, "h0")
+        with writer.transaction():
+            add(writer, run_id, 1, "h1")  # not committed yet
+            start = time.monotonic()
+            with Store.open(path, create=False) as reader:
+                assert reader.run(run_id)["individuals"] == 1
+            assert time.monotonic() - start < 1
+        with Store.open(path, create=False) as reader:
+            assert reader.run(run_id)["individuals"] == 2
+
+
+def test_two_writers_on_one_file(tmp_path: Path):
+    """Two connections create the DB and write different runs at the same time."""
+    path = tmp_path / "shared.db"
+    per_writer = 60
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+    run_ids: list[int] = []
+
+    def writer(name: str) -> None:
+        try:
+            start.wait()
+            with Store.open(path) as s:
+                run_id = s.create_run("lion", 0, per_writer, {"writer": name}, "local")
+                run_ids.append(run_id)
+                parent = None
+                for birth in range(per_writer):
+                    program = f"{name}-{birth % 7}"
+                    s.add_program(program, "lion", program, program)
+                    parent = s.add_individual(
+                        run_id, birth, program, parent, "m", "ok", None, float(birth), {},
+                        0.0, worker=name, evaluations=[
+                            {"task": "t", "tier": "a", "fitness": 1.0, "status": "ok",
+                             "metrics": {}, "seconds": 0.0}])
+                    s.runs()  # reads interleave with the other writer's writes
+                s.set_run_status(run_id, "finished", finished=True)
+        except BaseException as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("w1", "w2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Store.open(path, create=False) as s:
+        runs = s.runs()
+        assert sorted(run["id"] for run in runs) == sorted(run_ids)
+        for run in runs:
+            assert run["individuals"] == per_writer and run["status"] == "finished"
+            assert s.births(run["id"]) == set(range(per_writer))
+            assert len(s.lineage(s.individuals(run["id"])[-1]["id"])) == per_writer
+        assert s.db.table("evaluations").count == 2 * per_writer
