@@ -25,8 +25,9 @@ from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError
 
 DEFAULT_DB = "evoprog.db"
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class UserError(click.ClickException):
