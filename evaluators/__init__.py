@@ -1,42 +1,51 @@
 """Evaluators: score candidate programs on proxy tasks.
 
-``evaluate(program, "digits_mlp")`` is all a search worker needs; ``get_task`` gives the
-task object itself (its name, tier, family, and knobs such as seeds and steps).
+``evaluate(program, "digits_mlp", tier="A")`` is all a search worker needs;
+``get_task(name, tier)`` gives the task object itself (its name, tier, family, and
+settings such as seeds and steps); ``promote`` and ``funnel`` move the best programs
+from tier A on to the costlier tiers B and C.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from ..programs.program import Program
+from .device import device
+from .funnel import funnel, promote
 from .result import STATUSES, EvalResult
-from .tasks import DigitsMLP, Task
+from .tasks import TIERS, CharLM, DigitsCNN, DigitsMLP, Task, TrainingTask
 from .trainer import Filters
 
-TASKS: dict[str, Callable[[], Task]] = {
-    DigitsMLP.name: DigitsMLP,
+TASKS: dict[str, type[TrainingTask]] = {
+    cls.name: cls for cls in (DigitsMLP, DigitsCNN, CharLM)
 }
-"""Task name -> factory giving the task with its default settings."""
+"""Task name -> class; ``TASKS[name](tier)`` gives the task with that tier's settings."""
+
+DEFAULT_SUITE = ("digits_mlp", "digits_cnn", "char_lm")
+"""The tasks a multi-task search should score on (see benchmarks/README.md)."""
 
 
-def get_task(name: str) -> Task:
-    """The registered task called ``name``; ValueError naming the known tasks otherwise."""
+def get_task(name: str, tier: str = "A") -> Task:
+    """The registered task called ``name`` at ``tier``; ValueError naming the known tasks
+    (or tiers) otherwise."""
     try:
         factory = TASKS[name]
     except KeyError:
         raise ValueError(
             f"unknown task {name!r} (known tasks: {', '.join(sorted(TASKS))})") from None
-    return factory()
+    return factory(tier)
 
 
-def evaluate(program: Program, task_name: str = "digits_mlp") -> EvalResult:
-    """Evaluate ``program`` on the named task; ``seconds`` is the wall time of the call."""
+def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A") -> EvalResult:
+    """Evaluate ``program`` on the named task and tier; ``seconds`` is the call's wall
+    time (the first call per process and task also scores the AdamW seed, see tasks)."""
     start = time.perf_counter()
-    result = get_task(task_name).evaluate(program)
+    result = get_task(task_name, tier).evaluate(program)
     result.seconds = time.perf_counter() - start
     return result
 
 
-__all__ = ["STATUSES", "TASKS", "DigitsMLP", "EvalResult", "Filters", "Task", "evaluate",
-           "get_task"]
+__all__ = ["DEFAULT_SUITE", "STATUSES", "TASKS", "TIERS", "CharLM", "DigitsCNN", "DigitsMLP",
+           "EvalResult", "Filters", "Task", "device", "evaluate", "funnel", "get_task",
+           "promote"]

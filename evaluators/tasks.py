@@ -1,22 +1,33 @@
-"""Proxy tasks: small, fast training runs that score a candidate program."""
+"""Proxy tasks: small, fast training runs that score a candidate optimizer program.
+
+Every task comes in tiers A, B and C of rising cost (B about 10x A, C about 100x A on
+one CPU core) for funnel selection. A task reports a raw ``metric`` (higher is better)
+and its fitness is that metric divided by the metric of the Lion paper's AdamW seed
+program on the same task and tier (``OptimizerSpace.seed()``): 1.0 matches the seed,
+above 1.0 beats it. The seed's metric is computed once per process and task settings
+(with the progress filter and the time limit off) and cached.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from ..programs.program import Program
-from .data import digits
+from .cnn import FlatCNN
+from .data import VOCAB_SIZE, Split, char_windows, digits
 from .mlp import FlatMLP
 from .result import EvalResult
-from .trainer import Filters, train
+from .trainer import Filters, FlatModel, train
+
+TIERS = ("A", "B", "C")
 
 
 class Task:
-    """A way to score a program of one family.
-
-    ``tier`` orders tasks by cost: tier "A" is the cheap proxy every candidate gets.
-    """
+    """A way to score a program of one family at one tier of cost."""
 
     name: str = ""
     tier: str = "A"
@@ -29,33 +40,187 @@ class Task:
         return f"{type(self).__name__}(name={self.name!r}, tier={self.tier!r})"
 
 
-class DigitsMLP(Task):
-    """Optimizer proxy: train an MLP 64-128-128-10 (ReLU) on scikit-learn's digits.
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one training task; tiers are presets of these."""
 
-    The candidate update rule trains one model per seed (all seeds in one vectorized
-    run) for ``steps`` minibatch steps with a cosine schedule fed to the program as
-    ``lr``. Fitness is the mean over seeds of the validation accuracy (360 held-out
-    images) after the last step; higher is better. Programs that crash, blow up or do
-    not learn are stopped early (see ``trainer``) and get no fitness.
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 200
+    batch_size: int = 128
+    size: tuple[int, ...] = ()  # the model's widths, meaning set by the task
+    filters: Filters = field(default_factory=Filters)
+    probe: int | None = None  # training examples used for the initial/progress loss
+
+
+_SEED_METRICS: dict[tuple, float | None] = {}
+
+
+class TrainingTask(Task):
+    """An optimizer task: train a flat model per seed, all seeds in one vectorized run.
+
+    Subclasses give ``TIER_SETTINGS``, ``model()``, ``data()`` and ``metric()``.
+    Keyword overrides replace single settings of the chosen tier, e.g.
+    ``DigitsMLP(steps=30)``.
     """
 
-    name = "digits_mlp"
-    tier = "A"
     family = "optimizer"
+    TIER_SETTINGS: ClassVar[dict[str, Settings]] = {}
+    metric_name: ClassVar[str] = ""
 
-    def __init__(self, seeds: Sequence[int] = (0, 1), steps: int = 200, batch_size: int = 128,
-                 hidden: Sequence[int] = (128, 128), filters: Filters | None = None):
-        self.seeds = tuple(int(s) for s in seeds)
-        self.steps = steps
-        self.batch_size = batch_size
-        self.hidden = tuple(hidden)
-        self.filters = filters if filters is not None else Filters()
+    def __init__(self, tier: str = "A", normalize: bool = True, **overrides: Any):
+        if tier not in self.TIER_SETTINGS:
+            raise ValueError(f"unknown tier {tier!r} (known tiers: {', '.join(TIERS)})")
+        self.tier = tier
+        self.normalize = normalize
+        if "seeds" in overrides:
+            overrides["seeds"] = tuple(int(s) for s in overrides["seeds"])
+        if overrides.get("filters") is None:
+            overrides.pop("filters", None)
+        self.settings = replace(self.TIER_SETTINGS[tier], **overrides)
+
+    def __getattr__(self, name: str) -> Any:  # task.steps, task.seeds, ...
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in Settings.__dataclass_fields__:
+            return getattr(settings, name)
+        raise AttributeError(name)
+
+    def model(self) -> FlatModel:
+        raise NotImplementedError
+
+    def data(self) -> Split:
+        raise NotImplementedError
+
+    def metric(self, result: EvalResult) -> float:
+        """The raw score of an ``ok`` result, higher is better."""
+        raise NotImplementedError
+
+    def run(self, program: Program, settings: Settings | None = None) -> EvalResult:
+        """Train without normalizing; fitness is the raw metric."""
+        s = self.settings if settings is None else settings
+        result = train(program, self.model(), self.data(), s.seeds, s.steps, s.batch_size,
+                       s.filters, s.probe)
+        if result.ok:
+            result.fitness = self.metric(result)
+            result.metrics["metric"] = result.fitness
+        return result
+
+    def seed_metric(self) -> float | None:
+        """The AdamW seed's raw metric at these settings (None if the seed fails here)."""
+        from ..programs.space import OptimizerSpace
+
+        lenient = replace(self.settings, filters=replace(self.settings.filters,
+                                                         progress_step=None, time_limit=None))
+        key = (type(self).__name__, lenient)
+        if key not in _SEED_METRICS:
+            seed = self.run(OptimizerSpace.seed(), lenient)
+            _SEED_METRICS[key] = seed.fitness if seed.ok else None
+        return _SEED_METRICS[key]
 
     def evaluate(self, program: Program) -> EvalResult:
         start = time.perf_counter()
-        data = digits()
-        model = FlatMLP((data.features, *self.hidden, data.classes))
-        result = train(program, model, data, self.seeds, self.steps, self.batch_size,
-                       self.filters)
+        result = self.run(program)
+        if result.ok and self.normalize:
+            reference = self.seed_metric()
+            result.metrics["seed_metric"] = reference
+            if reference is not None and reference > 0:
+                result.fitness = result.fitness / reference
         result.seconds = time.perf_counter() - start
         return result
+
+
+class DigitsMLP(TrainingTask):
+    """Train an MLP (ReLU; tier A 64-128-128-10) on scikit-learn's digits with a cosine
+    schedule fed to the program as ``lr``. Metric: mean over seeds of the validation
+    accuracy (360 held-out images) after the last step."""
+
+    name = "digits_mlp"
+    metric_name = "val_accuracy"
+    TIER_SETTINGS = {
+        "A": Settings(seeds=(0, 1), steps=200, batch_size=128, size=(128, 128),
+                      filters=Filters(progress_step=50, time_limit=15.0)),
+        "B": Settings(seeds=(0, 1, 2), steps=800, batch_size=256, size=(256, 256),
+                      filters=Filters(progress_step=100, time_limit=150.0)),
+        "C": Settings(seeds=(0, 1, 2, 3), steps=3000, batch_size=512, size=(512, 512),
+                      filters=Filters(progress_step=200, time_limit=1500.0)),
+    }
+
+    def __init__(self, tier: str = "A", normalize: bool = True,
+                 hidden: Sequence[int] | None = None, **overrides: Any):
+        if hidden is not None:
+            overrides["size"] = tuple(hidden)
+        super().__init__(tier, normalize, **overrides)
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return self.settings.size
+
+    def model(self) -> FlatModel:
+        data = digits()
+        return FlatMLP((data.features, *self.settings.size, data.classes))
+
+    def data(self) -> Split:
+        return digits()
+
+    def metric(self, result: EvalResult) -> float:
+        return result.metrics["val_accuracy"]
+
+
+class DigitsCNN(TrainingTask):
+    """Train a small CNN (3x3 convolutions with ReLU, one 2x2 max-pool, a linear
+    classifier; tier A channels 8-16) on the digits as 8x8 images. Metric: mean
+    validation accuracy, as for ``digits_mlp``."""
+
+    name = "digits_cnn"
+    metric_name = "val_accuracy"
+    TIER_SETTINGS = {
+        "A": Settings(seeds=(0, 1), steps=100, batch_size=32, size=(6, 12),
+                      filters=Filters(progress_step=30, time_limit=15.0), probe=256),
+        "B": Settings(seeds=(0, 1, 2), steps=600, batch_size=128, size=(16, 32),
+                      filters=Filters(progress_step=100, time_limit=150.0), probe=512),
+        "C": Settings(seeds=(0, 1, 2, 3), steps=2000, batch_size=256, size=(32, 64, 64),
+                      filters=Filters(progress_step=200, time_limit=1500.0), probe=512),
+    }
+
+    def model(self) -> FlatModel:
+        return FlatCNN(side=8, channels=self.settings.size, classes=digits().classes)
+
+    def data(self) -> Split:
+        return digits()
+
+    def metric(self, result: EvalResult) -> float:
+        return result.metrics["val_accuracy"]
+
+
+class CharLM(TrainingTask):
+    """Train a tiny causal transformer on next-character prediction over Python's own
+    standard library source (see ``data.char_windows``). ``size`` is (context, width,
+    layers, heads). Metric: ``1 - val_loss / ln(vocab)``, the share of the uniform
+    guess's loss that training removed (0 for a uniform model, 1 for a perfect one)."""
+
+    name = "char_lm"
+    metric_name = "loss_reduction"
+    TIER_SETTINGS = {
+        "A": Settings(seeds=(0, 1), steps=80, batch_size=8, size=(32, 32, 1, 2),
+                      filters=Filters(progress_step=25, time_limit=15.0), probe=64),
+        "B": Settings(seeds=(0, 1), steps=400, batch_size=32, size=(64, 48, 2, 4),
+                      filters=Filters(progress_step=100, time_limit=150.0), probe=128),
+        "C": Settings(seeds=(0, 1, 2), steps=1500, batch_size=64, size=(64, 64, 2, 4),
+                      filters=Filters(progress_step=200, time_limit=1500.0), probe=256),
+    }
+    VAL_WINDOWS = {"A": 128, "B": 256, "C": 512}
+
+    def model(self) -> FlatModel:
+        from .transformer import FlatTransformer
+
+        context, width, layers, heads = self.settings.size
+        return FlatTransformer(VOCAB_SIZE, context, width, layers, heads)
+
+    def data(self) -> Split:
+        context = self.settings.size[0]
+        train_windows = min(20_000, 900_000 // (context + 1))
+        return char_windows(context, train_windows, self.VAL_WINDOWS.get(self.tier, 256))
+
+    def metric(self, result: EvalResult) -> float:
+        value = 1.0 - result.metrics["val_loss"] / math.log(VOCAB_SIZE)
+        result.metrics["loss_reduction"] = value
+        return value

@@ -5,30 +5,51 @@ the filters run every step (or once, at ``progress_step``) and training stops as
 as one fires. Checks, cheapest first: the program raises or its outputs have an
 impossible shape ("failed"); the loss or the update is NaN/Inf ("nan"); the loss
 exceeds a multiple of the initial loss or the update is huge ("diverged"); the
-training loss has not fallen enough after ``progress_step`` steps ("no progress").
+training loss has not fallen enough after ``progress_step`` steps ("no progress"); the
+run has used more than ``time_limit`` seconds ("time limit", checked after every step,
+and every step is bounded because programs longer than ``MAX_INSTRUCTIONS`` are refused).
 
-The initial loss and the progress check use the loss on the whole training split (a
-few cheap forward passes), not a minibatch loss, so minibatch noise cannot decide
-whether a slow program counts as making progress.
+The initial loss and the progress check use the loss on the training split (or an
+evenly spaced ``probe`` subset of it), not a minibatch loss, so minibatch noise cannot
+decide whether a slow program counts as making progress.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from ..programs.analysis import undefined_reads
 from ..programs.interpreter import CompiledProgram
+from ..programs.ops import Layout
 from ..programs.program import Program
 from .data import Split
-from .mlp import FlatMLP
+from .device import device as default_device
 from .result import EvalResult
 
 MAX_REASON_CHARS = 500
+MAX_INSTRUCTIONS = 200  # bounds one step's cost: longer programs fail before training
 INPUTS = ("w", "g", "m", "v", "lr", "step")  # what a program may read at every step
+
+
+class FlatModel(Protocol):
+    """A model for S seeds at once whose parameters are one flat (S, N) tensor."""
+
+    @property
+    def layout(self) -> Layout: ...
+
+    def init(self, generators: Sequence[torch.Generator]) -> torch.Tensor: ...
+
+    def losses(self, theta: torch.Tensor, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor: ...
+
+    def evaluate(self, theta: torch.Tensor, x: torch.Tensor,
+                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +60,7 @@ class Filters:
     max_update: float = 1e3  # largest |update| entry allowed
     progress_step: int | None = 50  # None: never check progress
     progress_ratio: float = 0.98  # training loss at progress_step must be below this x initial
+    time_limit: float | None = None  # seconds for the whole run; None: no limit
 
 
 class ProgramOutputError(ValueError):
@@ -86,29 +108,46 @@ def _error_reason(exc: Exception) -> str:
     return f"error: {type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
 
 
-def train(program: Program, model: FlatMLP, data: Split, seeds: Sequence[int], steps: int,
-          batch_size: int, filters: Filters = Filters()) -> EvalResult:
+def probe_split(data: Split, probe: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training examples the initial loss and the progress check use: all of them, or
+    ``probe`` evenly spaced ones."""
+    if probe is None or probe >= len(data.y_train):
+        return data.x_train, data.y_train
+    index = torch.linspace(0, len(data.y_train) - 1, probe).long().to(data.y_train.device)
+    return data.x_train[index], data.y_train[index]
+
+
+def train(program: Program, model: FlatModel, data: Split, seeds: Sequence[int], steps: int,
+          batch_size: int, filters: Filters = Filters(), probe: int | None = None,
+          device: torch.device | None = None) -> EvalResult:
     """Train one model per seed, all in one batch; fitness = mean validation accuracy.
 
-    Each seed has its own torch.Generator for init and minibatch order, so results are
-    bit-for-bit reproducible and a seed trains the same alone as in a batch.
-    ``seconds`` is left at 0 for the caller to fill in.
+    Each seed has its own CPU torch.Generator for init and minibatch order, so results
+    are bit-for-bit reproducible on CPU and a seed trains the same alone as in a batch.
+    Runs on ``device`` (default: the process's device). ``seconds`` is left at 0 for
+    the caller to fill in; the time limit counts from the start of this call.
     """
+    start = time.perf_counter()
+    device = default_device() if device is None else device
+    data = data.to(device)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     with torch.no_grad():
-        theta = model.init(generators)
+        theta = model.init(generators).to(device)
         order = torch.stack([batch_order(g, len(data.y_train), batch_size, steps)
-                             for g in generators])
-        initial, _ = model.evaluate(theta, data.x_train, data.y_train)
+                             for g in generators]).to(device)
+        x_probe, y_probe = probe_split(data, probe)
+        initial, _ = model.evaluate(theta, x_probe, y_probe)
     initial_list = initial.tolist()
     metrics: dict = {"train_loss_initial": _mean(initial_list), "steps": 0}
+    deadline = None if filters.time_limit is None else start + filters.time_limit
     try:
-        theta = _run(program, model, data, theta, order, initial, filters, metrics)
+        theta = _run(program, model, data, theta, order, initial, filters, metrics,
+                     (x_probe, y_probe), deadline)
     except _Stop as stop:
         metrics["stopped_at_step"] = stop.step
         return EvalResult(None, stop.status, stop.reason, metrics)
     with torch.no_grad():
-        train_loss, _ = model.evaluate(theta, data.x_train, data.y_train)
+        train_loss, _ = model.evaluate(theta, x_probe, y_probe)
         val_loss, val_acc = model.evaluate(theta, data.x_val, data.y_val)
     losses = train_loss.tolist() + val_loss.tolist()
     if not all(math.isfinite(loss) for loss in losses):
@@ -125,13 +164,16 @@ def train(program: Program, model: FlatMLP, data: Split, seeds: Sequence[int], s
     return EvalResult(metrics["val_accuracy"], "ok", None, metrics)
 
 
-def _run(program: Program, model: FlatMLP, data: Split, theta: torch.Tensor,
-         order: torch.Tensor, initial: torch.Tensor, filters: Filters,
-         metrics: dict) -> torch.Tensor:
+def _run(program: Program, model: FlatModel, data: Split, theta: torch.Tensor,
+         order: torch.Tensor, initial: torch.Tensor, filters: Filters, metrics: dict,
+         probe: tuple[torch.Tensor, torch.Tensor], deadline: float | None) -> torch.Tensor:
     """The training loop; returns the final parameters or raises _Stop."""
     n_seeds, steps = order.shape[0], order.shape[1]
     shape = theta.shape
     try:
+        if len(program) > MAX_INSTRUCTIONS:
+            raise ProgramOutputError(f"the program has {len(program)} instructions "
+                                     f"(at most {MAX_INSTRUCTIONS})")
         missing = undefined_reads(program, INPUTS)
         if missing:
             index, name = missing[0]
@@ -176,10 +218,12 @@ def _run(program: Program, model: FlatMLP, data: Split, theta: torch.Tensor,
                 raise _Stop("rejected", "diverged", step)
             theta = theta - update
         metrics["steps"] = step
+        if deadline is not None and time.perf_counter() > deadline:
+            raise _Stop("rejected", "time limit", step)
 
         if step == filters.progress_step:
             with torch.no_grad():
-                now, _ = model.evaluate(theta, data.x_train, data.y_train)
+                now, _ = model.evaluate(theta, *probe)
             metrics["train_loss_at_progress_step"] = _mean(now.tolist())
             if not bool(torch.isfinite(now).all()):
                 raise _Stop("rejected", "nan", step)

@@ -125,9 +125,47 @@ KNOWN: dict[str, KnownProgram] = {k.name: k for k in [
 ]}
 
 
+_RELU = "y = max(n, 0.0)"
+
+KNOWN_LAYERS: dict[str, KnownProgram] = {k.name: k for k in [
+    KnownProgram(
+        "bn_relu", "BNReLU", "layer",
+        "mu = batch_mean(x)\nnmu = negative(mu)\nd = x + nmu\ns = batch_std(x)\n"
+        "n = d / s\n" + _RELU, {},
+        "batch norm then ReLU (running averages in eval mode)"),
+    KnownProgram(
+        "gn_relu", "GNReLU", "layer",
+        "mu = group_mean(x)\nnmu = negative(mu)\nd = x + nmu\ns = group_std(x)\n"
+        "n = d / s\n" + _RELU, {},
+        "group norm then ReLU"),
+    KnownProgram(
+        "ln_relu", "LNReLU", "layer",
+        "mu = layer_mean(x)\nnmu = negative(mu)\nd = x + nmu\ns = layer_std(x)\n"
+        "n = d / s\n" + _RELU, {},
+        "layer norm (over C, H, W) then ReLU"),
+    KnownProgram(
+        "evonorm_b0", "EvoNormB0", "layer",
+        "s = batch_std(x)\na = v1 * x\ni = instance_std(x)\nb = a + i\nd = max(s, b)\n"
+        "y = x / d", {},
+        "EvoNorm-B0 (Liu et al. 2020): x / max(sqrt(var_NHW(x)+eps), v1*x + "
+        "sqrt(var_HW(x)+eps))"),
+    KnownProgram(
+        "evonorm_s0", "EvoNormS0", "layer",
+        "a = v1 * x\ng = sigmoid(a)\nn = x * g\ns = group_std(x)\ny = n / s", {},
+        "EvoNorm-S0 (Liu et al. 2020): x * sigmoid(v1*x) / sqrt(var_HWC/G(x)+eps)"),
+    KnownProgram(
+        "evonorm_s1", "EvoNormS1", "layer",
+        "g = sigmoid(x)\nn = x * g\ns = group_std(x)\ny = n / s", {},
+        "EvoNorm-S1: x * sigmoid(x) / sqrt(var_HWC/G(x)+eps), S0 without v1"),
+]}
+"""Known normalization-activation layers (family "layer"); kept apart from ``KNOWN``,
+whose entries are all optimizers."""
+
+
 def get_known(name: str) -> KnownProgram:
+    """A known optimizer or layer by name (case-insensitive)."""
     try:
-        return KNOWN[name.lower()]
+        return {**KNOWN, **KNOWN_LAYERS}[name.lower()]
     except KeyError:
         raise ProgramError(
             f"no known program named {name!r} (see `evoprog known`)") from None

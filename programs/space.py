@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import analysis
+from . import analysis, fingerprint, symbolic
+from . import recognize as recognition
 from .ops import LION_K_OPS, LION_SPACE_OPS
 from .program import Program, ProgramError, format_listing, parse_program
 
@@ -69,6 +70,25 @@ class Space:
     def hash(self, program: Program) -> str:
         return analysis.structural_hash(program, self.inputs, self.outputs, self.state,
                                         self.family)
+
+    def fingerprint(self, program: Program) -> str:
+        """Functional hash: equal for programs that compute the same outputs on a fixed
+        random probe (see ``fingerprint.py``). Prunes first."""
+        return fingerprint.fingerprint(self.prune(program), self.outputs, self.state,
+                                       self.family)
+
+    def probe(self, program: Program) -> tuple[str, bool]:
+        """(fingerprint, whether the outputs stayed finite on the probe) in one run."""
+        return fingerprint.fingerprint_and_finite(self.prune(program), self.outputs,
+                                                  self.state, self.family)
+
+    def simplify(self, program: Program) -> symbolic.SymbolicProgram:
+        """The pruned program as simplified SymPy expressions (raises SymbolicError)."""
+        return symbolic.to_sympy(program, self.inputs, self.outputs, self.state)
+
+    def recognize(self, program: Program) -> recognition.Recognition | None:
+        """The known program this one computes, with its constants, or None."""
+        return recognition.recognize(program, self.inputs, self.outputs, self.state)
 
     def listing(self, program: Program) -> str:
         return format_listing(program, self.listing_name, self.inputs, self.outputs)

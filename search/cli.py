@@ -20,6 +20,7 @@ from rich.table import Table
 from ..programs.export import export_known, export_program
 from ..programs.known import KNOWN, get_known
 from ..programs.program import ProgramError, parse_program
+from ..programs.report import Description, describe
 from ..programs.space import get_space
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError
@@ -120,7 +121,14 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
 def resume(run_id: int, address: str | None, quiet: bool, db_path: Path) -> None:
-    """Continue an interrupted run from what its database holds."""
+    """Continue a stopped run from what its database holds.
+
+    Works for a run stopped with Ctrl-C (status 'interrupted'), one whose driver was
+    killed or lost its machine (it still shows 'running'), and one that failed. The
+    population is rebuilt by replaying the recorded individuals, and candidates that
+    were being evaluated are evaluated again, so the run ends with the same individuals
+    as an uninterrupted one. Make sure no other driver is still running RUN_ID.
+    """
     with open_existing(db_path) as store:
         run = store.run(run_id)
         if run["status"] == "finished":
@@ -143,7 +151,11 @@ def _run_search(store: Store, quiet: bool, make) -> None:
                  f"rejected {p.rejected}  best {fmt(p.best)}")
         bar.update(task, completed=p.done, total=p.budget, stats=stats)
 
-    searcher = make(hook)
+    try:
+        searcher = make(hook)
+    except KeyboardInterrupt:
+        err_console.print("\nInterrupted while starting; nothing was searched.")
+        sys.exit(130)
     click.echo(f"run {searcher.run_id} ({searcher.config.family}, budget "
                f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
                f"{store.path}")
@@ -170,12 +182,16 @@ def runs(as_json: bool, db_path: Path) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "family", "status", "budget", "individuals", "evaluated",
-                  "cache hits", "rejected", "best", "created")
+    table = Table("id", "family", "status", "budget", "generated", "evaluated",
+                  "cache hits", "rejected", "redundant", "best", "created")
     for r in rows:
+        reasons = "\n".join(f"{n} {reason}" for reason, n in r["rejected_by_reason"].items())
+        redundant = r["redundant_fraction"]
         table.add_row(str(r["id"]), r["family"], r["status"], str(r["budget"]),
-                      str(r["individuals"]), str(r["evaluated"]), str(r["cache_hits"]),
-                      str(r["rejected"]), fmt(r["best_fitness"]), r["created"][:19])
+                      str(r["generated"]), str(r["evaluated"]), str(r["cache_hits"]),
+                      str(r["rejected"]) + (f"\n{reasons}" if reasons else ""),
+                      "-" if redundant is None else f"{redundant:.0%}",
+                      fmt(r["best_fitness"]), r["created"][:19])
     console.print(table)
 
 
@@ -214,16 +230,22 @@ def _print_top(store: Store, run_id: int, n: int) -> None:
 
 @cli.command()
 @click.argument("individual_id", type=int)
+@click.option("--latex", "with_latex", is_flag=True, help="Also print the LaTeX form.")
 @json_option
 @db_option
-def show(individual_id: int, as_json: bool, db_path: Path) -> None:
-    """One individual: its program, fitness, parent and the mutation that made it."""
+def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> None:
+    """One individual: its program, fitness, parent and the mutation that made it, the
+    simplified form and the known program it computes."""
     with open_existing(db_path) as store:
         ind = store.individual(individual_id)
-    if as_json:
-        print_json(ind)
-        return
     space = get_space(_family_of(ind))
+    description = describe(space, parse_program(ind["text"]))
+    if as_json:
+        analysis = description.to_json(latex=with_latex)
+        print_json({**ind, "simplified": analysis["simplified"],
+                    "recognized": analysis["recognized"],
+                    **({"latex": analysis["latex"]} if with_latex else {})})
+        return
     console.print(f"[bold]individual {ind['id']}[/] of run {ind['run_id']}, birth "
                   f"{ind['birth']}")
     console.print(f"status   {ind['status']}" + (f" ({ind['reason']})" if ind["reason"] else "")
@@ -235,6 +257,7 @@ def show(individual_id: int, as_json: bool, db_path: Path) -> None:
     console.print(space.listing(parse_program(ind["text"])), highlight=False)
     console.print("\n[bold]pruned[/]", highlight=False)
     console.print(ind["pruned_text"], highlight=False)
+    _print_description(description, with_latex, pruned=False)
     if ind["metrics"]:
         console.print("\n[bold]metrics[/]")
         for key, value in ind["metrics"].items():
@@ -243,6 +266,129 @@ def show(individual_id: int, as_json: bool, db_path: Path) -> None:
 
 def _family_of(ind: dict) -> str:
     return ind.get("family", "optimizer")
+
+
+def _print_description(description: Description, with_latex: bool, pruned: bool) -> None:
+    if pruned:
+        console.print("[bold]pruned[/]", highlight=False)
+        console.print(description.pruned, highlight=False)
+    console.print("\n[bold]simplified[/]", highlight=False)
+    console.print(description.simplified or "(no symbolic form)", highlight=False,
+                  markup=False)
+    if with_latex:
+        console.print("\n[bold]latex[/]", highlight=False)
+        console.print(description.latex or "(no symbolic form)", highlight=False,
+                      markup=False)
+    recognized = description.recognized
+    console.print(f"\n[bold]recognized[/] {recognized if recognized else '-'}",
+                  highlight=False)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("--family", type=click.Choice(["optimizer"]), default="optimizer",
+              show_default=True)
+@click.option("--latex", "with_latex", is_flag=True, help="Also print the LaTeX form.")
+@json_option
+def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
+    """Prune, simplify and recognize a program read from FILE (`-` for standard input)."""
+    if str(file) == "-":
+        text = click.get_text_stream("stdin").read()
+    else:
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read {file}: {exc.strerror}") from None
+    description = describe(get_space(family), get_space(family).parse(text))
+    if as_json:
+        print_json(description.to_json(latex=with_latex))
+        return
+    _print_description(description, with_latex, pruned=True)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Image file to write (.png, .svg, .pdf).")
+@db_option
+def plot(run_id: int, output: Path, db_path: Path) -> None:
+    """Fitness against birth order: best so far, population median, rejections, and the
+    known programs found along the way."""
+    with open_existing(db_path) as store:
+        run = store.run(run_id)
+        individuals = store.individuals(run_id)
+    if not individuals:
+        raise UserError(f"run {run_id} has no individuals yet")
+    _plot_run(run, individuals, output)
+    click.echo(f"wrote {output}")
+
+
+def _first_recognized(family: str, individuals: list[dict]) -> list[tuple[dict, str]]:
+    """(individual, label) for the first individual of each known program found."""
+    space = get_space(family)
+    seen_hashes: set[str] = set()
+    found: dict[str, tuple[dict, str]] = {}
+    for ind in individuals:
+        if ind["status"] != "ok" or ind["program_hash"] in seen_hashes:
+            continue
+        seen_hashes.add(ind["program_hash"])
+        program = parse_program(ind["text"])
+        functional = space.fingerprint(program)  # ~1 ms; recognition costs ~10x more
+        if functional in seen_hashes:
+            continue
+        seen_hashes.add(functional)
+        match = space.recognize(program)
+        if match is not None and match.name not in found:
+            found[match.name] = (ind, str(match))
+    return list(found.values())
+
+
+def _plot_run(run: dict, individuals: list[dict], output: Path) -> None:
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = int(run["config"].get("population", 100))
+    ok = [(i["birth"], i["fitness"]) for i in individuals
+          if i["status"] == "ok" and i["fitness"] is not None]
+    bad = [i["birth"] for i in individuals if i["status"] != "ok"]
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
+    if ok:
+        births, fits = zip(*ok, strict=True)
+        ax.scatter(births, fits, s=6, color="0.65", label="individual", zorder=1)
+        best, running = [], float("-inf")
+        for f in fits:
+            running = max(running, f)
+            best.append(running)
+        ax.step(births, best, where="post", color="tab:red", lw=2, label="best so far")
+        medians = [statistics.median(fits[max(0, k - window + 1):k + 1])
+                   for k in range(len(fits))]
+        ax.plot(births, medians, color="tab:blue", lw=1.5,
+                label=f"population median (last {window})")
+        low, high = min(fits), max(fits)
+    else:
+        low, high = 0.0, 1.0
+    pad = 0.08 * (high - low or 1.0)
+    ax.set_ylim(low - 2 * pad, high + 2 * pad)
+    if bad:
+        ax.scatter(bad, [low - 1.5 * pad] * len(bad), marker="|", s=60, color="black",
+                   label=f"rejected / failed ({len(bad)})", zorder=2)
+    for ind, label in _first_recognized(run["family"], individuals):
+        ax.annotate(label, (ind["birth"], ind["fitness"]), xytext=(8, 14),
+                    textcoords="offset points", fontsize=8,
+                    arrowprops={"arrowstyle": "->", "color": "0.3"},
+                    bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "0.6"})
+    ax.set_xlabel("birth order")
+    ax.set_ylabel("fitness")
+    ax.set_title(f"run {run['id']} ({run['family']}): {len(individuals)} individuals")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
 
 
 @cli.command()

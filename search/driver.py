@@ -23,6 +23,9 @@ from ..store import Store
 from .evolution import AgingPopulation, Member, make_child
 from .workers import RETRYABLE, evaluate_remote, start_ray
 
+# Re-submissions of one candidate after its worker died, on top of Ray's own retries.
+MAX_LOST = 3
+
 
 @dataclass
 class SearchConfig:
@@ -104,9 +107,11 @@ class Search:
         self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
         self.pending: dict[int, Pending] = {}
         self.results: dict[int, Outcome] = {}
-        self.first_birth_of_hash: dict[str, int] = {}
+        # Functional-equivalence cache within the run: fingerprint -> first birth.
+        self.first_birth_of: dict[str, int] = {}
         self.waiting_on: dict[int, list[int]] = {}
         self.in_flight: dict[ray.ObjectRef, int] = {}
+        self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
 
     @classmethod
     def start(cls, store: Store, config: SearchConfig, address: str | None = None,
@@ -145,12 +150,10 @@ class Search:
                     break
                 self._collect_one()
         except KeyboardInterrupt:
-            self._cancel_in_flight()
-            self.store.set_run_status(self.run_id, "interrupted")
+            self._stop("interrupted")
             raise
         except BaseException:
-            self._cancel_in_flight()
-            self.store.set_run_status(self.run_id, "failed")
+            self._stop("failed")
             raise
         self.store.set_run_status(self.run_id, "finished", finished=True)
         return self.run_id
@@ -183,7 +186,7 @@ class Search:
                     f"birth {item.birth} of run {self.run_id} was recorded with another "
                     "program than the replay makes; the run cannot be resumed with this "
                     "version of evoprog")
-            self.first_birth_of_hash.setdefault(item.program_hash, item.birth)
+            self.first_birth_of.setdefault(self.space.fingerprint(item.program), item.birth)
             self._finish(item.birth, Outcome(
                 row["status"], row["reason"], row["fitness"], row["metrics"],
                 cache_hit=bool(row["cache_hit"]), individual_id=row["id"]), record=False)
@@ -191,14 +194,16 @@ class Search:
         self.store.add_program(item.program_hash, self.config.family,
                                format_program(item.program),
                                format_program(self.space.prune(item.program)))
-        first = self.first_birth_of_hash.setdefault(item.program_hash, item.birth)
+        first = self.first_birth_of.setdefault(self.space.fingerprint(item.program),
+                                               item.birth)
         if first != item.birth:
             if first in self.results:
                 self._finish(item.birth, _cache_copy(self.results[first]))
             else:
                 self.waiting_on.setdefault(first, []).append(item.birth)
             return
-        cached = self.store.cached_result(self.config.family, item.program_hash)
+        cached = self.store.cached_result(self.config.family, item.program_hash,
+                                          self.config.task)
         if cached is not None:
             self._finish(item.birth, Outcome(cached["status"], cached["reason"],
                                              cached["fitness"], cached["metrics"],
@@ -221,8 +226,21 @@ class Search:
         birth = self.in_flight.pop(ref)
         try:
             reply = ray.get(ref)
-        except RETRYABLE:
-            self._submit(self.pending[birth])  # the worker died, not the candidate
+        except RETRYABLE as exc:
+            # The worker or its node died, not the candidate (Ray has already retried
+            # the task on its own): evaluate it again elsewhere, unless it keeps
+            # killing workers, in which case it is recorded as failed.
+            self.lost[birth] = self.lost.get(birth, 0) + 1
+            if self.lost[birth] <= MAX_LOST:
+                self._submit(self.pending[birth])
+                return
+            self._finish(birth, _failure(f"worker lost {self.lost[birth]} times: "
+                                                f"{type(exc).__name__}"))
+            return
+        except ray.exceptions.RayTaskError as exc:
+            # The evaluation itself raised: the candidate's fault, recorded as failed.
+            self._finish(birth, _failure(f"evaluation raised "
+                                                f"{type(exc.cause).__name__}"))
             return
         result = reply["result"]
         self._finish(birth, Outcome(
@@ -255,10 +273,25 @@ class Search:
             p.best = outcome.fitness
         self.on_progress(p)
 
+    def _stop(self, status: str) -> None:
+        """Mark the run stopped even if a second Ctrl-C or a Ray error comes meanwhile;
+        what is recorded stays, so ``resume`` can continue from it."""
+        try:
+            self.store.set_run_status(self.run_id, status)
+        finally:
+            self._cancel_in_flight()
+
     def _cancel_in_flight(self) -> None:
-        for ref in self.in_flight:
-            ray.cancel(ref, force=True)
-        self.in_flight.clear()
+        refs, self.in_flight = list(self.in_flight), {}
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - a dying cluster must not hide the cause
+                pass
+
+
+def _failure(reason: str) -> Outcome:
+    return Outcome("failed", reason, None, {})
 
 
 def _cache_copy(outcome: Outcome) -> Outcome:

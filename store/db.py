@@ -59,6 +59,12 @@ def _decode(row: dict, *json_columns: str) -> dict:
     return row
 
 
+def _lines(column: str) -> str:
+    """SQL for the number of lines of a text column (0 for NULL or empty)."""
+    return (f"CASE WHEN COALESCE({column}, '') = '' THEN 0 ELSE LENGTH({column}) - "
+            f"LENGTH(REPLACE({column}, char(10), '')) + 1 END")
+
+
 def _create_schema(db: Database) -> None:
     """Create missing tables and indexes; safe to run on an existing evoprog DB."""
     db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
@@ -135,6 +141,10 @@ class Store:
             fresh = cls._check(db, path, create)
             _enable_wal(db)
             db.execute("PRAGMA foreign_keys=ON")
+            # In WAL mode NORMAL never corrupts the file and loses nothing when a process
+            # is killed; only a power cut can drop the last commits. It saves an fsync
+            # per recorded individual, which bounds how fast a driver can record.
+            db.execute("PRAGMA synchronous=NORMAL")
             store = cls(db, path)
             if fresh:  # an existing evoprog DB is left alone, so readers never write
                 with store.transaction():
@@ -223,8 +233,11 @@ class Store:
                    COALESCE(SUM(i.cache_hit = 0), 0) AS evaluated,
                    COALESCE(SUM(i.cache_hit = 1), 0) AS cache_hits,
                    COALESCE(SUM(i.status IN ('rejected', 'failed')), 0) AS rejected,
-                   MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness
+                   MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness,
+                   COALESCE(SUM({_lines('p.text')}), 0) AS lines,
+                   COALESCE(SUM({_lines('p.pruned_text')}), 0) AS pruned_lines
             FROM runs r LEFT JOIN individuals i ON i.run_id = r.id
+            LEFT JOIN programs p ON p.hash = i.program_hash
             {where}
             GROUP BY r.id ORDER BY r.id
         """, list(params)))
@@ -239,6 +252,11 @@ class Store:
         for row in rows:
             _decode(row, "config")
             row["rejected_by_reason"] = reasons[row["id"]]
+            # Every recorded individual is a generated program; redundant fraction is the
+            # share of their statements that pruning removes.
+            row["generated"] = row["individuals"]
+            lines, pruned = row.pop("lines"), row.pop("pruned_lines")
+            row["redundant_fraction"] = (lines - pruned) / lines if lines else None
         return rows
 
     def run(self, run_id: int) -> dict:
@@ -416,12 +434,16 @@ class Store:
             raise StoreError(f"no individual {individual_id} in {self.path}")
         return rows
 
-    def cached_result(self, family: str, program_hash: str) -> dict | None:
-        """The first real evaluation of this program in any run, for the equivalence cache."""
+    def cached_result(self, family: str, program_hash: str,
+                      task: str | None = None) -> dict | None:
+        """The first real evaluation of this program in any run (on ``task``, when given),
+        for the equivalence cache: a fitness measured on another task is no answer."""
         row = self._one("""
             SELECT i.id, i.run_id, i.status, i.reason, i.fitness, i.metrics, i.eval_seconds
             FROM individuals i JOIN programs p ON p.hash = i.program_hash
             WHERE i.program_hash = ? AND p.family = ? AND i.cache_hit = 0
+              AND (? IS NULL OR EXISTS (SELECT 1 FROM evaluations e
+                                        WHERE e.individual_id = i.id AND e.task = ?))
             ORDER BY i.id LIMIT 1
-        """, [program_hash, family])
+        """, [program_hash, family, task, task])
         return _decode(row, "metrics") if row else None

@@ -79,7 +79,9 @@ def test_cosine_schedule_runs_from_one_towards_zero():
 
 def test_adamw_learns(adamw):
     assert adamw.status == "ok" and adamw.reason is None
-    assert adamw.fitness == adamw.metrics["val_accuracy"] > 0.85
+    assert adamw.metrics["metric"] == adamw.metrics["val_accuracy"] > 0.85
+    assert adamw.fitness == pytest.approx(adamw.metrics["val_accuracy"]
+                                          / adamw.metrics["seed_metric"])
     m = adamw.metrics
     assert m["steps"] == 200 and len(m["val_accuracy_per_seed"]) == 2
     assert m["train_loss_final"] < 0.5 * m["train_loss_initial"]
@@ -88,12 +90,12 @@ def test_adamw_learns(adamw):
 
 def test_paper_seed_learns_and_broken_programs_do_not(adamw):
     seed = evaluate(OptimizerSpace.seed())
-    assert seed.status == "ok" and seed.fitness > 0.85
+    assert seed.status == "ok" and seed.fitness == 1.0 and seed.metrics["metric"] > 0.85
     unfiltered = DigitsMLP(filters=NO_FILTERS)
     for text in (BROKEN, "update = g * 1e-12"):
         broken = unfiltered.evaluate(parse_program(text))
         assert broken.status == "ok"
-        assert broken.fitness < 0.3 < adamw.fitness - 0.5
+        assert broken.metrics["metric"] < 0.3 < adamw.metrics["metric"] - 0.5
 
 
 def test_evaluation_is_bit_for_bit_reproducible(adamw):

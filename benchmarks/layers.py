@@ -1,0 +1,92 @@
+"""Layer calibration: known layers on each architecture at small and large batch, and the
+speed of the exported EvoNorm-S0 against a straightforward module with the same formula.
+
+Run: python benchmarks/layers.py   (one thread; prints a table, then ``s0_time_ratio``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from evoprog.evaluators.layer_tasks import LayerSettings, LayerTask
+from evoprog.programs.known import get_known
+from evoprog.programs.layer_export import export_known_layer
+
+LAYERS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
+BATCHES = (4, 128)
+
+
+class NaiveS0(nn.Module):
+    """EvoNorm-S0 written the obvious way: x * sigmoid(v1 x) / sqrt(var_group(x) + eps)."""
+
+    def __init__(self, channels: int, groups: int = 32, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.v1 = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = x.reshape(n, self.groups, c // self.groups, h, w)
+        var = g.var(dim=(2, 3, 4), unbiased=False, keepdim=True)
+        std = torch.sqrt(var + self.eps).expand_as(g).reshape(n, c, h, w)
+        return x * torch.sigmoid(self.v1 * x) / std * self.gamma + self.beta
+
+
+def exported_s0() -> type[nn.Module]:
+    path = Path(tempfile.mkdtemp()) / "evonorm_s0.py"
+    path.write_text(export_known_layer("evonorm_s0"))
+    spec = importlib.util.spec_from_file_location("evonorm_s0", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EvoNormS0
+
+
+def step_time(layer: nn.Module, x: torch.Tensor, repeats: int = 60) -> float:
+    """Median seconds of one forward + backward."""
+    times = []
+    for _ in range(repeats + 5):
+        x.grad = None
+        start = time.perf_counter()
+        layer(x).sum().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[5:])
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    base = LayerSettings(quality_step=None, max_grad_norm=float("inf"), steps=150)
+    print(f"validation accuracy after {base.steps} Adam steps (width {base.width}), "
+          "eval mode")
+    header = f"{'layer':12} {'batch':>5} " + " ".join(f"{a:>9}" for a in base.architectures)
+    print(header + f" {'mean':>6} {'sec':>5}")
+    for name in LAYERS:
+        for batch in BATCHES:
+            task = LayerTask(settings=dataclasses.replace(base, batch_size=batch))
+            result = task.evaluate(get_known(name).program())
+            scores = result.metrics.get("scores", {})
+            cells = " ".join(f"{scores.get(a, float('nan')):9.3f}" for a in base.architectures)
+            mean = result.fitness if result.fitness is not None else float("nan")
+            print(f"{name:12} {batch:5d} {cells} {mean:6.3f} {result.seconds:5.1f}"
+                  + ("" if result.ok else f"  {result.reason}"))
+    x = torch.randn(16, 64, 16, 16, requires_grad=True)
+    fast, naive = exported_s0()(64), NaiveS0(64)
+    for _ in range(3):  # interleave to share any drift in machine speed
+        t_fast, t_naive = step_time(fast, x), step_time(naive, x)
+    print(f"exported EvoNormS0 fwd+bwd {t_fast * 1e3:.2f} ms, straightforward "
+          f"{t_naive * 1e3:.2f} ms  (x: {tuple(x.shape)})")
+    print(f"s0_time_ratio: {t_fast / t_naive:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

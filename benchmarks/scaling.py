@@ -1,0 +1,162 @@
+"""How far one search driver scales: evaluations per second with 1 and 2 local Ray
+workers on the digits_mlp task, and the driver's sustained results per second when
+evaluations return at once (so only the driver's own work is measured: mutate, analyse,
+record, submit, collect).
+
+    python benchmarks/scaling.py [--budget 40] [--driver-budget 2000] [--profile]
+
+Each worker count runs in its own process with ``ray.init(num_cpus=N)``, the same budget,
+seed and ``--parallel``. Workers are warmed up (torch imported) before timing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _search(db: Path, budget: int, parallel: int, seed: int = 0):
+    from evoprog.search.driver import Search, SearchConfig
+    from evoprog.store import Store
+
+    store = Store.open(db)
+    config = SearchConfig(budget=budget, population=20, tournament=5, parallel=parallel,
+                          seed=seed)
+    search = Search.start(store, config)
+    return store, search
+
+
+def measure_workers(workers: int, budget: int, parallel: int) -> dict:
+    """One search on ``workers`` local CPUs; runs in a fresh process."""
+    import ray
+
+    from evoprog.search.workers import start_ray
+
+    start_ray(num_cpus=workers)
+
+    @ray.remote(num_cpus=1)
+    def warm() -> int:
+        import torch  # noqa: F401
+
+        import evoprog.evaluators  # noqa: F401
+        time.sleep(0.5)  # hold the CPU so each warm-up lands in its own worker
+        return os.getpid()
+
+    ray.get([warm.remote() for _ in range(workers)])
+    with tempfile.TemporaryDirectory() as tmp:
+        store, search = _search(Path(tmp) / "w.db", budget, parallel)
+        start = time.perf_counter()
+        search.run()
+        seconds = time.perf_counter() - start
+        rows = store.individuals(search.run_id)
+        store.close()
+    evaluated = [r for r in rows if not r["cache_hit"]]
+    return {"workers": workers, "seconds": seconds, "evaluated": len(evaluated),
+            "eval_s": sum(r["eval_seconds"] for r in evaluated) / max(len(evaluated), 1)}
+
+
+def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
+    """The driver loop with an evaluation that returns a fixed-shape result at once."""
+    import hashlib
+
+    import ray
+
+    import evoprog.search.driver as driver
+    from evoprog.search.workers import start_ray
+
+    start_ray(num_cpus=2)
+
+    @ray.remote(num_cpus=1)
+    def instant(program_text: str, task_name: str) -> dict:
+        # Deterministic fitness from the text, so selection still has something to do.
+        digest = hashlib.sha256(program_text.encode()).digest()
+        fitness = int.from_bytes(digest[:4], "big") / 2**32
+        return {"result": {"status": "ok", "reason": None, "fitness": fitness,
+                           "metrics": {"val_acc": fitness}, "seconds": 0.0},
+                "worker": "instant"}
+
+    driver.evaluate_remote = instant
+    with tempfile.TemporaryDirectory() as tmp:
+        store, search = _search(Path(tmp) / "d.db", budget, parallel)
+        profiler = cProfile.Profile() if profile else None
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        search.run()
+        seconds = time.perf_counter() - start
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative") \
+                .print_stats(25)
+        progress = search.progress
+        store.close()
+    return {"seconds": seconds, "results": budget, "evaluated": progress.evaluated,
+            "cache_hits": progress.cache_hits}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
+    if out.stderr.strip():
+        print(out.stderr, file=sys.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--driver-budget", type=int, default=2000)
+    parser.add_argument("--driver-parallel", type=int, default=16)
+    parser.add_argument("--profile", action="store_true", help="cProfile the driver loop")
+    parser.add_argument("--child", choices=["workers", "driver"], help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child == "workers":
+        print(json.dumps(measure_workers(args.workers, args.budget, args.parallel)))
+        return
+    if args.child == "driver":
+        print(json.dumps(measure_driver(args.driver_budget, args.driver_parallel,
+                                        args.profile)))
+        return
+
+    runs = [_child(["--child", "workers", "--workers", str(n), "--budget",
+                    str(args.budget), "--parallel", str(args.parallel)]) for n in (1, 2)]
+    drv = _child(["--child", "driver", "--driver-budget", str(args.driver_budget),
+                  "--driver-parallel", str(args.driver_parallel)]
+                 + (["--profile"] if args.profile else []))
+    print(f"digits_mlp, budget {args.budget}, --parallel {args.parallel}, "
+          f"{os.cpu_count()} cores")
+    print(f"{'workers':>8} {'seconds':>8} {'evaluated':>10} {'evals/s':>8} {'s/eval':>7}")
+    rates = []
+    for r in runs:
+        rate = r["evaluated"] / r["seconds"]
+        rates.append(rate)
+        print(f"{r['workers']:>8} {r['seconds']:>8.2f} {r['evaluated']:>10} {rate:>8.2f} "
+              f"{r['eval_s']:>7.3f}")
+    driver_rate = drv["results"] / drv["seconds"]
+    eval_s = runs[0]["eval_s"]
+    print(f"\ndriver with instant evaluations: {drv['results']} results in "
+          f"{drv['seconds']:.2f} s ({drv['evaluated']} evaluated, {drv['cache_hits']} "
+          f"cache hits), {1000 / driver_rate:.2f} ms per result")
+    print(f"workers one driver can keep busy on digits_mlp: {eval_s * driver_rate:.0f} "
+          f"({eval_s:.3f} s per evaluation x {driver_rate:.0f} results/s)")
+    print(f"scale_2_workers: {rates[1] / rates[0]:.2f}")
+    print(f"driver_results_per_s: {driver_rate:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Recognize known optimizers in evolved programs, up to their constants.
+
+The program is written symbolically (``symbolic.to_sympy``), which composes whatever the
+program does to its state within one step into one recurrence per live state. Each state
+is classified: a momentum (``s_t = a*s + b*g``) or an average of squares
+(``s_t = a*s + b*g**2``). A state may be any positive multiple of the textbook one, and
+may live in ``m`` or ``v``. From the recurrences and a few evaluations of the update
+expression we read candidate hyperparameters for each family whose state shape fits,
+then *verify*: the known template, instantiated with those constants, must produce the
+same updates as the program over several steps on random inputs. A reported match is
+therefore exact (up to float tolerance), whatever the program's text looks like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import sympy
+import torch
+
+from .analysis import prune
+from .fingerprint import make_probe, run_steps
+from .known import KNOWN
+from .program import Program
+from .symbolic import SymbolicError, SymbolicProgram, to_sympy
+
+# The ops the known optimizers are written with. A program using others in its pruned
+# form is not tried (SymPy on e.g. nested max/min is slow); this rarely misses a match,
+# such as one that only uses cosh(0) as a constant 1.
+RECOGNIZABLE_OPS = frozenset({
+    "add", "sub", "mul", "div", "interp", "sign", "sqrt", "square", "abs", "power",
+    "invert", "negative", "reciprocal", "eps", "cube", "cbrt"})
+RTOL = 1e-3
+ATOL = 1e-12
+# Moderate gradient magnitudes: a program's guarded division (``x / (|x| + 1e-8)``)
+# matches the template's ``sign(x)`` to RTOL only where |x| is well above 1e-8.
+_PROBES = (make_probe(seed=7, scales=(0.1, 1.0, 10.0)),
+           make_probe(seed=11, scales=(0.3, 3.0, 30.0)))
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """A known program (a key of ``KNOWN``) and the constants that reproduce the input."""
+
+    name: str
+    constants: dict[str, float]
+
+    def __str__(self) -> str:
+        values = ", ".join(f"{k}={_short(v)}" for k, v in self.constants.items())
+        return f"{KNOWN[self.name].class_name} ({values})"
+
+    def to_json(self) -> dict:
+        return {"family": self.name, "constants": dict(self.constants)}
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class _State:
+    kind: str  # "linear" (a*s + b*g) or "square" (a*s + b*g**2)
+    symbol: sympy.Symbol
+    a: float
+    b: float
+
+    @property
+    def scale(self) -> float:
+        """k in s = k * m, where m is the textbook average ((1-a)-weighted)."""
+        return self.b / (1.0 - self.a)
+
+
+def recognize(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...],
+              state: tuple[str, ...]) -> Recognition | None:
+    """The known optimizer this program computes, with its constants, or None."""
+    if "update" not in outputs:
+        return None
+    if any(ins.op not in RECOGNIZABLE_OPS for ins in prune(program, outputs, state)):
+        return None
+    try:
+        sym = to_sympy(program, inputs, outputs, state, simplify=False)
+    except SymbolicError:
+        return None
+    states = _classify(sym)
+    if states is None:
+        return None
+    for candidate in _candidates(sym, states):
+        if candidate is not None and _verified(program, candidate, state):
+            return candidate
+    return None
+
+
+def _classify(sym: SymbolicProgram) -> list[_State] | None:
+    g = sym.symbols["g"]
+    found = []
+    for name, expr in sym.recurrences.items():
+        s = sym.symbols[name]
+        if not expr.free_symbols <= {s, g}:
+            return None
+        try:
+            poly = sympy.Poly(expr, s, g)
+        except sympy.PolynomialError:
+            return None
+        terms = dict(poly.terms())
+        if set(terms) == {(1, 0), (0, 1)}:
+            kind = "linear"
+            b = terms[(0, 1)]
+        elif set(terms) == {(1, 0), (0, 2)}:
+            kind = "square"
+            b = terms[(0, 2)]
+        else:
+            return None
+        a = float(terms[(1, 0)])
+        if a == 1.0:
+            return None
+        found.append(_State(kind, s, a, float(b)))
+    return found
+
+
+def _value(expr: sympy.Expr, sym: SymbolicProgram, **values: float) -> float:
+    """The expression at the given inputs (others: g=1, w=0, lr=1, step=1, states 0)."""
+    base = {"g": 1.0, "w": 0.0, "lr": 1.0, "step": 1.0}
+    subs = {sym.symbols[k]: v for k, v in {**base, **values}.items() if k in sym.symbols}
+    subs.update({sym.symbols[s]: 0.0 for s in sym.recurrences if s not in values})
+    result = complex(expr.subs(subs).evalf())
+    if result.imag != 0 or result.real != result.real:
+        raise ValueError("not a real number")
+    return result.real
+
+
+Candidate = Callable[[SymbolicProgram, list[_State]], Recognition | None]
+
+
+def _candidates(sym: SymbolicProgram, states: list[_State]) -> Iterator[Recognition | None]:
+    kinds = sorted(s.kind for s in states)
+    makers: list[Candidate] = {
+        (): [_sgd, _signsgd],
+        ("linear",): [_momentum, _signum, _lion],
+        ("linear", "square"): [_adamw_paper, _adamw],
+    }.get(tuple(kinds), [])
+    for make in makers:
+        try:
+            yield make(sym, states)
+        except (ValueError, ZeroDivisionError, TypeError):
+            yield None
+
+
+def _of(states: list[_State], kind: str) -> _State:
+    return next(s for s in states if s.kind == kind)
+
+
+def _update(sym: SymbolicProgram) -> sympy.Expr:
+    return sym.outputs["update"]
+
+
+def _sgd(sym, states):
+    return Recognition("sgd", {"lr": _value(_update(sym), sym)})
+
+
+def _signsgd(sym, states):
+    return Recognition("signsgd", {"lr": _value(_update(sym), sym)})
+
+
+def _momentum(sym, states):
+    s = _of(states, "linear")
+    return Recognition("momentum", {"momentum": s.a, "lr": _value(_update(sym), sym)})
+
+
+def _signum(sym, states):
+    s = _of(states, "linear")
+    return Recognition("signum", {"beta": s.a, "lr": _value(_update(sym), sym)})
+
+
+def _lion(sym, states):
+    s = _of(states, "linear")
+    update = _update(sym)
+    signs = [e for e in update.atoms(sympy.sign)]
+    if len(signs) != 1:
+        return None
+    arg = signs[0].args[0]
+    g = sym.symbols["g"]
+    if not arg.free_symbols <= {s.symbol, g}:
+        return None
+    terms = dict(sympy.Poly(arg, s.symbol, g).terms())
+    if set(terms) - {(1, 0), (0, 1)} or (0, 1) not in terms:
+        return None
+    p, q = float(terms.get((1, 0), 0.0)), float(terms[(0, 1)])
+    r = p * s.scale / q
+    lr = _value(update, sym)
+    wd = (_value(update, sym, w=1.0) - lr) / lr
+    return Recognition("lion", {"beta1": r / (1.0 + r), "beta2": s.a,
+                                "weight_decay": wd, "lr": lr})
+
+
+def _adamw_paper(sym, states):
+    m, v = _of(states, "linear"), _of(states, "square")
+    u0 = _value(_update(sym), sym)
+    lr = u0 * (1.0 - v.a) ** 0.5 / (1.0 - m.a)
+    wd = (_value(_update(sym), sym, w=1.0) - u0) / lr
+    return Recognition("adamw_paper", {"beta1": m.a, "beta2": v.a,
+                                       "weight_decay": wd, "lr": lr})
+
+
+def _adamw(sym, states):
+    m, v = _of(states, "linear"), _of(states, "square")
+    update = _update(sym)
+    x = 1e-6
+    u0 = _value(update, sym)
+    ux = _value(update, sym, g=x)
+    eps = x * (u0 - ux) / (ux - u0 * x)
+    lr = u0 * (1.0 + eps)
+    wd = (_value(update, sym, w=1.0) - u0) / lr
+    constants = {"beta1": m.a, "beta2": v.a, "eps": eps, "weight_decay": wd, "lr": lr}
+    if abs(wd) < 1e-12:
+        del constants["weight_decay"]
+        return Recognition("adam", constants)
+    return Recognition("adamw", constants)
+
+
+def _verified(program: Program, candidate: Recognition,
+              state: tuple[str, ...]) -> bool:
+    """Whether the known template with these constants makes the same updates."""
+    if not all(v == v and abs(v) != float("inf") for v in candidate.constants.values()):
+        return False
+    try:
+        template = KNOWN[candidate.name].program(**candidate.constants)
+    except (KeyError, TypeError):
+        return False
+    for probe in _PROBES:
+        ours = run_steps(program, state, ("update",), probe)
+        theirs = run_steps(template, state, ("update",), probe)
+        for a, b in zip(ours, theirs, strict=True):
+            x, y = a["update"], b["update"]
+            if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+                return False
+            if not torch.allclose(x, y, rtol=RTOL, atol=ATOL):
+                return False
+    return True

@@ -1,0 +1,75 @@
+"""Functional fingerprints: equal functions share one, different functions do not."""
+
+import statistics
+import time
+
+import torch
+
+from evoprog.programs.known import KNOWN
+from evoprog.programs.program import parse_program
+from evoprog.programs.space import OptimizerSpace as S
+
+EXPLICIT_LION = """\
+lr = lr * 0.0001
+c = m * 0.9
+t = g * 0.1
+c = c + t
+update = sign(c)
+update = update * lr
+m2 = m * 0.99
+t2 = g * 0.01
+m = m2 + t2
+"""
+
+
+def test_textually_different_lion_forms_share_a_fingerprint():
+    a, b = KNOWN["lion"].program(), parse_program(EXPLICIT_LION)
+    assert S.hash(a) != S.hash(b)
+    assert S.fingerprint(a) == S.fingerprint(b)
+
+
+def test_momentum_kept_in_v_instead_of_m_is_the_same_function():
+    swapped = parse_program(EXPLICIT_LION.replace("m", "v").replace("v2", "q"))
+    assert S.fingerprint(swapped) == S.fingerprint(parse_program(EXPLICIT_LION))
+
+
+def test_float_noise_does_not_split_and_small_changes_do():
+    base = parse_program("t = g * 0.3\nupdate = t * 0.7")
+    same = parse_program("t = g * 0.21\nupdate = t * 1.0")  # 0.3*0.7 != 0.21 in floats
+    other = parse_program("t = g * 0.21\nupdate = t * 1.001")
+    assert S.fingerprint(base) == S.fingerprint(same)
+    assert S.fingerprint(base) != S.fingerprint(other)
+
+
+def test_state_and_schedule_and_layout_matter():
+    seed = S.seed()
+    lion = KNOWN["lion"].program()
+    assert S.fingerprint(seed) != S.fingerprint(lion)
+    # Same first step, different momentum: differs from step 2 on.
+    assert S.fingerprint(KNOWN["signum"].program(beta=0.9)) != \
+        S.fingerprint(KNOWN["signum"].program(beta=0.8))
+    # lr read from the schedule vs a constant 1.0.
+    assert S.fingerprint(parse_program("update = g * lr")) != \
+        S.fingerprint(parse_program("update = g * 1.0"))
+    # Per-tensor norm vs global norm.
+    assert S.fingerprint(parse_program("n = norm(g)\nupdate = g / n")) != \
+        S.fingerprint(parse_program("n = global_norm(g)\nupdate = g / n"))
+
+
+def test_non_finite_outputs_become_tokens():
+    fp, finite = S.probe(parse_program("t = g * 0.0\nu = g / t\nupdate = exp(u)"))
+    assert not finite and len(fp) == 16
+    assert S.probe(S.seed())[1]
+
+
+def test_analysis_is_cheap_per_child():
+    torch.set_num_threads(1)
+    program = parse_program(S.seed_text + "t0 = cosh(update)\nt1 = t0 * m\nm = interp(m, t1, 0.5)")
+    times = []
+    for _ in range(60):
+        start = time.perf_counter()
+        assert S.invalid_reason(program) is None
+        S.hash(program)
+        S.fingerprint(program)
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.005

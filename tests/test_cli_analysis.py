@@ -1,0 +1,112 @@
+"""The analysis commands on a small database filled directly through Store."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from evoprog.programs.known import KNOWN
+from evoprog.programs.program import format_program, parse_program
+from evoprog.programs.space import OptimizerSpace as S
+from evoprog.search.cli import cli
+from evoprog.store import Store
+
+PROGRAM_4 = ("m = interp(g, v, 0.899)\nm2 = m * m\nv = interp(g, m, 1.109)\n"
+             "abs_m = sqrt(m2)\nupdate = m / abs_m\nwd = w * 0.4602\nupdate = update + wd\n"
+             "lr = lr * 0.0002\nm = cosh(update)\nupdate = update * lr\n")
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("analysis") / "runs.db"
+    with Store.open(path) as store:
+        run = store.create_run("optimizer", 0, 40, {"population": 5, "family": "optimizer"},
+                               "local")
+        programs = [S.seed(), parse_program(KNOWN["signum"].template.replace(
+                        "beta", "0.8").replace("lr", "0.01") + "\nt0 = cosh(w)"),
+                    parse_program(PROGRAM_4), KNOWN["lion"].program()]
+        parent = None
+        for birth in range(40):
+            program = programs[birth % len(programs)] if birth < 8 else programs[birth % 2]
+            h = S.hash(program)
+            store.add_program(h, "optimizer", format_program(program),
+                              format_program(S.prune(program)))
+            rejected = birth % 7 == 3
+            parent = store.add_individual(
+                run, birth, h, parent, None if birth == 0 else "insert: line 1",
+                "rejected" if rejected else "ok", "diverged" if rejected else None,
+                None if rejected else 0.5 + 0.01 * birth - 0.2 * (birth % 3), {}, 0.1,
+                cache_hit=birth >= 4)
+    return path
+
+
+def test_analyze_recognizes_program_4_from_stdin():
+    result = invoke("analyze", "-", "--json", input=PROGRAM_4)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert "cosh" not in data["pruned"]
+    assert "sign(0.101*g + 0.899*v_{t-1})" in data["simplified"]
+    assert data["recognized"]["family"] == "lion"
+    assert data["recognized"]["constants"]["beta2"] == pytest.approx(0.996991)
+
+
+def test_analyze_text_and_latex(tmp_path):
+    path = tmp_path / "seed.txt"
+    path.write_text(S.seed_text)
+    result = invoke("analyze", path, "--latex")
+    assert result.exit_code == 0, result.output
+    assert "m_t = 0.1*g + 0.9*m_{t-1}" in result.output
+    assert r"\sqrt{0.001 g^{2} + 0.999 v_{t-1}}" in result.output
+    assert "AdamWPaper (beta1=0.9, beta2=0.999, weight_decay=0.01, lr=0.001)" in result.output
+    unknown = invoke("analyze", "-", "--json", input="update = cosh(g)")
+    assert json.loads(unknown.output)["recognized"] is None
+
+
+def test_analyze_errors_name_the_line(tmp_path):
+    result = invoke("analyze", "-", input="update = g * lr\nx = foo(g)\n")
+    assert result.exit_code == 1
+    assert "line 2" in result.output and "foo" in result.output
+    assert "Traceback" not in result.output
+    missing = invoke("analyze", tmp_path / "nope.txt")
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def test_show_prints_simplified_and_recognized(db):
+    result = invoke("show", 3, "--latex", "--db", db)  # birth 2: Program 4
+    assert result.exit_code == 0, result.output
+    assert "simplified" in result.output and "sign(0.101*g + 0.899*v_{t-1})" in result.output
+    assert "Lion (beta1=0.899, beta2=0.997" in result.output
+    assert r"\operatorname{sign}" in result.output
+    data = json.loads(invoke("show", 1, "--json", "--db", db).output)
+    assert data["recognized"]["family"] == "adamw_paper"
+    assert data["simplified"].startswith("update = ")
+
+
+def test_runs_reports_generation_stats(db):
+    data = json.loads(invoke("runs", "--json", "--db", db).output)[0]
+    assert data["generated"] == 40 and data["cache_hits"] == 36 and data["evaluated"] == 4
+    assert data["rejected"] == 6 and data["rejected_by_reason"] == {"diverged": 6}
+    programs = [row["program"] for row in _births(db)]
+    removed = sum(len(p) - len(S.prune(p)) for p in programs)
+    assert removed > 0
+    assert data["redundant_fraction"] == pytest.approx(
+        removed / sum(len(p) for p in programs))
+    table = invoke("runs", "--db", db).output
+    assert "redundant" in table and "diverged" in table
+
+
+def _births(db):
+    with Store.open(db, create=False) as store:
+        return [{"program": parse_program(r["text"])} for r in store.individuals(1)]
+
+
+def test_plot_writes_png(db, tmp_path):
+    out = tmp_path / "run.png"
+    result = invoke("plot", 1, "-o", out, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert invoke("plot", 9, "-o", out, "--db", db).exit_code == 1

@@ -1,0 +1,192 @@
+"""Faults on a real two-node Ray cluster on loopback: a killed driver, Ctrl-C, and a
+worker node killed mid-evaluation. Each run must end with exactly its budget of
+individuals, each birth once, and the same individuals as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from ray_nodes import Cluster, ray_env, wait_for
+
+OPTIONS = ["--budget", "14", "--population", "6", "--tournament", "3", "--parallel", "2",
+           "--seed", "3", "--quiet"]
+BUDGET = 14
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head with 1 CPU plus a 'victim' node with 1 CPU, stopped whatever happens."""
+    cluster = Cluster(tmp_path_factory.mktemp("faults"), head_cpus=1)
+    try:
+        cluster.victim = cluster.add(["--num-cpus", "1", "--resources", '{"victim": 1}'])
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(cluster, tmp_path_factory):
+    """An uninterrupted reference run, a run whose driver is killed with SIGKILL and one
+    stopped with SIGINT (Ctrl-C), all at once to save time; then both are resumed."""
+    root = tmp_path_factory.mktemp("runs")
+    dbs = {name: root / f"{name}.db" for name in ("reference", "kill", "sigint")}
+    procs = {name: start_search(cluster, db) for name, db in dbs.items()}
+    result: dict = {"db": dbs}
+    try:
+        for name, sig in (("kill", signal.SIGKILL), ("sigint", signal.SIGINT)):
+            proc, db = procs[name], dbs[name]
+            wait_for(lambda p=proc, d=db: recorded(d) >= 3 or p.poll() is not None, TIMEOUT,
+                     f"the {name} search to record 3 individuals")
+            assert proc.poll() is None, f"the {name} search ended before its signal"
+            proc.send_signal(sig)
+        for name, proc in procs.items():
+            result[name] = (proc.wait(TIMEOUT), proc.stdout.read())
+            result[f"{name}_count"] = recorded(dbs[name])
+            result[f"{name}_status"] = run_status(dbs[name])
+        procs.update({f"resume_{name}": subprocess.Popen(
+            evoprog("resume", "1", "--quiet", "--address", cluster.address, "--db",
+                    str(dbs[name])),
+            env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True) for name in ("kill", "sigint")})
+        for name in ("resume_kill", "resume_sigint"):
+            out = finish(procs[name])
+            result[name] = (procs[name].returncode, out)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(stopped_runs) -> list[tuple]:
+    code, out = stopped_runs["reference"]
+    assert code == 0, out
+    return individuals(stopped_runs["db"]["reference"], 1)
+
+
+def evoprog(*args: str) -> list[str]:
+    return [sys.executable, "-m", "evoprog", *args]
+
+
+def start_search(cluster: Cluster, db) -> subprocess.Popen:
+    return subprocess.Popen(
+        evoprog("search", "optimizer", *OPTIONS, "--address", cluster.address, "--db",
+                str(db)),
+        env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    return out
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def resume(cluster: Cluster, db, run_id: int = 1) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        evoprog("resume", str(run_id), "--quiet", "--address", cluster.address, "--db",
+                str(db)),
+        env=ray_env(), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def query(db, sql: str, *params):
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def recorded(db, run_id: int = 1) -> int:
+    rows = query(db, "SELECT COUNT(*) FROM individuals WHERE run_id = ?", run_id)
+    return rows[0][0] if rows else 0
+
+
+def individuals(db, run_id: int) -> list[tuple]:
+    return query(db, "SELECT birth, program_hash, status, fitness FROM individuals "
+                     "WHERE run_id = ? ORDER BY birth", run_id)
+
+
+def run_status(db, run_id: int = 1) -> str:
+    return query(db, "SELECT status FROM runs WHERE id = ?", run_id)[0][0]
+
+
+def assert_complete(db, reference_rows: list[tuple], run_id: int = 1) -> None:
+    rows = individuals(db, run_id)
+    assert [row[0] for row in rows] == list(range(BUDGET))
+    assert rows == reference_rows
+    duplicates = query(db, "SELECT individual_id, COUNT(*) FROM evaluations "
+                           "GROUP BY individual_id HAVING COUNT(*) > 1")
+    assert duplicates == []
+    assert run_status(db, run_id) == "finished"
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_driver_kill_9_then_resume(stopped_runs, reference):
+    assert stopped_runs["kill"][0] == -signal.SIGKILL
+    assert 3 <= stopped_runs["kill_count"] < BUDGET, "killed too late to test anything"
+    assert stopped_runs["kill_status"] == "running"  # nobody was left to say otherwise
+    code, out = stopped_runs["resume_kill"]
+    assert code == 0, out
+    assert_complete(stopped_runs["db"]["kill"], reference)
+
+
+def test_ctrl_c_prints_resume_and_resume_finishes(stopped_runs, reference, cluster):
+    code, out = stopped_runs["sigint"]
+    db = stopped_runs["db"]["sigint"]
+    assert code == 130, out  # the shell's code for SIGINT
+    assert "Traceback" not in out
+    assert f"evoprog resume 1 --db {db}" in out.replace("\n", "")
+    assert stopped_runs["sigint_status"] == "interrupted"
+    assert 3 <= stopped_runs["sigint_count"] < BUDGET, "stopped too late to test anything"
+    code, out = stopped_runs["resume_sigint"]
+    assert code == 0, out
+    assert_complete(db, reference)
+    again = resume(cluster, db)
+    assert again.returncode != 0 and "already finished" in again.stderr
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_worker_node_killed_mid_search(cluster, reference, tmp_path):
+    """Kill the victim node (raylet and its workers) while it evaluates; runs last."""
+    db = tmp_path / "node.db"
+    victim_before = set(cluster.victim.pids())
+    proc = start_search(cluster, db)
+    try:
+        def victim_busy():
+            # a worker the victim's raylet started for this search, well into its work
+            return recorded(db) >= 2 and any(
+                cpu_seconds(pid) > 1.0 for pid in set(cluster.victim.pids()) - victim_before)
+        wait_for(victim_busy, TIMEOUT, "an evaluation on the victim node")
+        assert recorded(db) < BUDGET - 2
+        killed = cluster.victim.kill()
+        assert killed
+        out = finish(proc)
+        assert proc.returncode == 0, out
+    finally:
+        stop(proc)
+    assert cluster.victim.pids() == []
+    assert_complete(db, reference)
+

@@ -1,0 +1,252 @@
+"""The layer family: ops, space, known layers, runtime module, export, Pareto selection."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+
+import pytest
+import torch
+
+from evoprog.programs.known import KNOWN_LAYERS, get_known
+from evoprog.programs.layer_export import export_known_layer, export_layer
+from evoprog.programs.layer_module import ProgramLayer
+from evoprog.programs.layer_ops import aggregate, group_count
+from evoprog.programs.layer_space import LayerSpace, random_program
+from evoprog.programs.mutation import mutate
+from evoprog.programs.program import ProgramError, format_program, parse_program
+from evoprog.programs.space import get_space
+from evoprog.search.pareto import pareto_front, pareto_tournament
+
+EPS = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+def load_class(source: str, name: str, tmp_path):
+    path = tmp_path / f"{name.lower()}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"exported_{name.lower()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(sys.modules) >= {"torch"}
+    return getattr(module, name)
+
+
+def group_var(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    g = x.reshape(n, groups, c // groups, h, w)
+    mean = g.mean(dim=(2, 3, 4), keepdim=True)
+    var = ((g - mean) ** 2).mean(dim=(2, 3, 4), keepdim=True)
+    return var.expand_as(g).reshape(n, c, h, w)
+
+
+def formula_s0(x, v1, groups):
+    return x * torch.sigmoid(v1 * x) / torch.sqrt(group_var(x, groups) + EPS)
+
+
+def formula_s1(x, groups):
+    return x * torch.sigmoid(x) / torch.sqrt(group_var(x, groups) + EPS)
+
+
+def formula_b0(x, v1, batch_var):
+    mean_hw = x.mean(dim=(2, 3), keepdim=True)
+    var_hw = ((x - mean_hw) ** 2).mean(dim=(2, 3), keepdim=True)
+    return x / torch.maximum(torch.sqrt(batch_var + EPS), v1 * x + torch.sqrt(var_hw + EPS))
+
+
+def biased_batch_var(x):
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    return ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> dict:
+    """Random gamma, beta, v0, v1 (so the test sees them used); returns their values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if name != "beta" else 0.0))
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_group_count_falls_back_to_largest_divisor():
+    assert group_count(64) == 32
+    assert group_count(40) == 20
+    assert group_count(24) == 24
+    assert group_count(7) == 7
+    assert group_count(66) == 22
+
+
+@pytest.mark.parametrize("channels", [64, 40])
+def test_exported_s0_and_s1_match_the_formula(tmp_path, channels):
+    groups = group_count(channels)
+    x = torch.randn(3, channels, 5, 4) * 2 + 0.5
+    s0 = load_class(export_known_layer("evonorm_s0"), "EvoNormS0", tmp_path)(channels)
+    p = randomize(s0)
+    assert s0.groups == groups and p["v1"].shape == (1, channels, 1, 1)
+    for mode in (True, False):
+        s0.train(mode)
+        want = formula_s0(x, p["v1"], groups) * p["gamma"] + p["beta"]
+        assert (s0(x) - want).abs().max().item() < 1e-5
+    s1 = load_class(export_known_layer("evonorm_s1"), "EvoNormS1", tmp_path)(channels)
+    p = randomize(s1, seed=1)
+    assert not hasattr(s1, "v1")
+    want = formula_s1(x, groups) * p["gamma"] + p["beta"]
+    assert (s1(x) - want).abs().max().item() < 1e-5
+
+
+def test_exported_b0_matches_the_formula_in_train_and_eval(tmp_path):
+    cls = load_class(export_known_layer("evonorm_b0"), "EvoNormB0", tmp_path)
+    b0 = cls(40, eps=EPS, momentum=0.1)
+    p = randomize(b0)
+    x1, x2, x3 = (torch.randn(4, 40, 6, 6) * s + s for s in (1.0, 2.0, 3.0))
+    running = torch.ones(1, 40, 1, 1)
+    for x in (x1, x2):
+        out = b0(x)
+        want = formula_b0(x, p["v1"], biased_batch_var(x)) * p["gamma"] + p["beta"]
+        assert (out - want).abs().max().item() < 1e-5
+        running = 0.9 * running + 0.1 * biased_batch_var(x)
+    assert b0.running_var.shape == (1, 40, 1, 1)
+    assert (b0.running_var - running).abs().max().item() < 1e-6
+    b0.eval()
+    want = formula_b0(x3, p["v1"], running) * p["gamma"] + p["beta"]
+    assert (b0(x3) - want).abs().max().item() < 1e-5
+    assert (b0.running_var - running).abs().max().item() < 1e-6  # eval leaves it alone
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_LAYERS))
+def test_runtime_module_matches_exported_module(tmp_path, name):
+    known = KNOWN_LAYERS[name]
+    cls = load_class(export_known_layer(name), known.class_name, tmp_path)
+    exported, runtime = cls(40), ProgramLayer(known.program(), 40)
+    randomize(exported)
+    runtime.load_state_dict(exported.state_dict(), strict=False)
+    assert set(exported.state_dict()) <= set(runtime.state_dict())
+    for x in (torch.randn(4, 40, 5, 5) * 2 + 1, torch.randn(6, 40) - 1):
+        for mode in (True, False, True):
+            exported.train(mode)
+            runtime.train(mode)
+            a, b = exported(x), runtime(x)
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (name, mode)
+    for key, value in exported.state_dict().items():
+        assert torch.allclose(value, runtime.state_dict()[key]), key
+
+
+def test_random_programs_export_and_match_the_runtime(tmp_path):
+    rng = random.Random(3)
+    x = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    for k in range(12):
+        program = random_program(LayerSpace, rng, rng.randint(2, 8))
+        cls = load_class(export_layer(program, f"Random{k}"), f"Random{k}", tmp_path)
+        exported = cls(8).double()
+        runtime = ProgramLayer(program, 8).double()
+        randomize(runtime)
+        exported.load_state_dict(runtime.state_dict(), strict=False)
+        for mode in (True, False):
+            exported.train(mode)
+            runtime.train(mode)
+            a, b = exported(x), runtime(x)
+            assert a.shape == b.shape == x.shape
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True), program
+
+
+def test_runtime_batch_norm_seed_matches_torch_batch_norm():
+    layer = ProgramLayer(LayerSpace.seed(), 6)
+    bn = torch.nn.BatchNorm2d(6, eps=EPS)
+    x = torch.randn(5, 6, 4, 4) * 3 + 2
+    assert (layer(x) - torch.relu(bn(x))).abs().max().item() < 1e-5
+    assert torch.allclose(layer.running_mean.flatten(), bn.running_mean, atol=1e-6)
+
+
+def test_aggregates_reduce_over_their_axes():
+    x = torch.randn(4, 6, 3, 3)
+    assert torch.allclose(aggregate(x, x, "layer_mean"), x.mean((1, 2, 3), keepdim=True))
+    assert torch.allclose(aggregate(x, x, "instance_var"),
+                          x.var((2, 3), unbiased=False, keepdim=True))
+    assert torch.allclose(aggregate(x, x, "batch_std"),
+                          torch.sqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + EPS))
+    g = aggregate(x, x, "group_mean", groups=3)
+    assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(
+        g[:, 0].flatten(), x[:, :2].mean((1, 2, 3)))
+
+
+def test_layer_space_is_registered_and_seed_is_bn_relu():
+    space = get_space("layer")
+    assert space is LayerSpace
+    assert space.hash(space.seed()) == space.hash(get_known("bn_relu").program())
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_LAYERS))
+def test_known_layers_are_valid_and_round_trip(name):
+    known = KNOWN_LAYERS[name]
+    assert known.family == "layer"
+    program = known.program()
+    assert LayerSpace.invalid_reason(program) is None
+    assert parse_program(format_program(program)) == program
+    assert parse_program(LayerSpace.listing(program)) == program
+
+
+def test_known_layers_have_distinct_hashes():
+    hashes = {LayerSpace.hash(k.program()) for k in KNOWN_LAYERS.values()}
+    assert len(hashes) == len(KNOWN_LAYERS)
+
+
+def test_mutation_of_layer_programs_stays_in_the_space():
+    rng = random.Random(0)
+    program = LayerSpace.seed()
+    seen = set()
+    for _ in range(60):
+        child, mutation = mutate(program, LayerSpace, rng)
+        assert LayerSpace.invalid_reason(child) is None
+        assert parse_program(format_program(child)) == child
+        assert all(ins.op in LayerSpace.ops for ins in child)
+        seen.add(mutation.kind)
+        program = child
+    assert len(seen) >= 4
+    ProgramLayer(program, 8)(torch.randn(2, 8, 3, 3))  # still runs
+
+
+def test_random_start_programs_are_valid():
+    rng = random.Random(1)
+    for length in (1, 3, 6):
+        program = random_program(LayerSpace, rng, length)
+        assert len(program) == length
+        assert LayerSpace.invalid_reason(program) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("y = batch_mean(x, v1)", "batch_mean takes 1 argument"),
+    ("y = x ** 2", "cannot read expression"),
+    ("y = v0 * 2.0", "'y' does not depend on 'x'"),
+    ("z = x * 2.0", "never assigns 'y'"),
+    ("x = x * 2.0\ny = x * 1.0", "cannot be assigned"),
+    ("y = sign(x)", "not in the layer space"),
+    ("y = q * x", "reads 'q' before it is defined"),
+])
+def test_malformed_layer_programs_give_clear_errors(text, message):
+    with pytest.raises(ProgramError, match=message):
+        LayerSpace.parse(text)
+
+
+def test_runtime_and_export_refuse_invalid_programs():
+    with pytest.raises(ProgramError, match="does not depend on 'x'"):
+        ProgramLayer(parse_program("y = v1 + 1.0"), 4)
+    with pytest.raises(ProgramError, match="not a valid layer program"):
+        export_layer(parse_program("y = sign(x)"))
+
+
+def test_pareto_front_and_tournament():
+    scores = [{"a": 0.9, "b": 0.1}, {"a": 0.5, "b": 0.5}, {"a": 0.4, "b": 0.4},
+              {"a": 0.1, "b": 0.9}, {"a": 0.9, "b": 0.05}, {"a": float("nan"), "b": 1.0}]
+    assert pareto_front(scores) == [0, 1, 3, 5]
+    assert pareto_front([{"a": 1.0}, {"a": 1.0}]) == [0, 1]
+    rng = random.Random(0)
+    picks = {pareto_tournament(scores[:5], 5, rng) for _ in range(200)}
+    assert picks == {0, 1, 3}
+    for _ in range(100):  # a sample's pick is on the front of that sample
+        index = pareto_tournament(scores, 2, rng)
+        assert 0 <= index < len(scores)

@@ -1,0 +1,75 @@
+"""Recognition of known optimizers up to constants, verified numerically."""
+
+import pytest
+
+from evoprog.programs.known import KNOWN
+from evoprog.programs.program import parse_program
+from evoprog.programs.space import OptimizerSpace as S
+
+PROGRAM_4 = ("m = interp(g, v, 0.899); m2 = m * m; v = interp(g, m, 1.109); "
+             "abs_m = sqrt(m2); update = m / abs_m; wd = w * 0.4602; update = update + wd; "
+             "lr = lr * 0.0002; m = cosh(update); update = update * lr")
+EXPLICIT_LION = ("lr = lr * 0.0003\nc = m * 0.9\nt = g * 0.1\nc = c + t\nupdate = sign(c)\n"
+                 "wd = w * 0.5\nupdate = update + wd\nupdate = update * lr\n"
+                 "m2 = m * 0.99\nt2 = g * 0.01\nm = m2 + t2")
+
+
+def test_lion_interp_form():
+    r = S.recognize(KNOWN["lion"].program(weight_decay=0.1))
+    assert r.name == "lion"
+    assert r.constants == pytest.approx(
+        {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "lr": 1e-4})
+
+
+def test_lion_explicit_form():
+    r = S.recognize(parse_program(EXPLICIT_LION))
+    assert r.name == "lion"
+    assert r.constants == pytest.approx(
+        {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.5, "lr": 3e-4})
+
+
+def test_paper_program_4_composes_its_recurrences():
+    # m = 0.101 g + 0.899 v;  v = -0.109 g + 1.109 m = 0.003009 g + 0.996991 v.
+    r = S.recognize(parse_program(PROGRAM_4))
+    assert r.name == "lion"
+    assert r.constants["beta1"] == pytest.approx(0.899)
+    assert r.constants["beta2"] == pytest.approx(1.109 * 0.899)
+    assert r.constants["beta2"] == pytest.approx(0.997, abs=1e-3)
+    assert r.constants["weight_decay"] == pytest.approx(0.4602)
+    assert r.constants["lr"] == pytest.approx(2e-4)
+    assert str(r) == "Lion (beta1=0.899, beta2=0.997, weight_decay=0.4602, lr=0.0002)"
+
+
+def test_scaled_state_and_scaled_sign_argument_are_still_lion():
+    # State kept as 5x the textbook momentum; sign argument scaled by 3.
+    program = parse_program("c = m * 0.54\nt = g * 0.3\nc = c + t\nupdate = sign(c)\n"
+                            "lr = lr * 0.001\nupdate = update * lr\nm2 = m * 0.99\nt2 = g * 0.05\n"
+                            "m = m2 + t2")
+    r = S.recognize(program)
+    assert r.name == "lion"
+    assert r.constants["beta1"] == pytest.approx(0.9)
+    assert r.constants["beta2"] == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("adamw_paper", "adamw_paper"), ("adamw", "adamw"), ("adam", "adam"),
+    ("sgd", "sgd"), ("momentum", "momentum"), ("signsgd", "signsgd"),
+    ("signum", "signum"),
+])
+def test_known_programs_are_recognized_with_their_defaults(name, expected):
+    r = S.recognize(KNOWN[name].program())
+    assert r is not None and r.name == expected
+    defaults = KNOWN[name].defaults
+    assert r.constants == pytest.approx({k: defaults[k] for k in r.constants}, rel=1e-6)
+
+
+def test_seed_and_other_programs():
+    r = S.recognize(S.seed())
+    assert r.name == "adamw_paper" and r.constants["beta2"] == pytest.approx(0.999)
+    assert S.recognize(parse_program("update = cosh(g)")) is None
+    # Sign of momentum, but the state is not a plain average: not recognized.
+    assert S.recognize(parse_program("m = interp(g, m, 0.9)\nm = m * m\n"
+                                     "update = sign(m)")) is None
+    # Lion-like but with tanh instead of sign: verification rejects it.
+    assert S.recognize(parse_program("c = interp(g, m, 0.9)\nupdate = tanh(c)\n"
+                                     "m = interp(g, m, 0.99)")) is None

@@ -1,0 +1,163 @@
+"""Every proxy task at tier A: good optimizers beat broken ones, results reproduce, the
+filters (time limit included) fire, and the funnel promotes only the best."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from evoprog.evaluators import (
+    DEFAULT_SUITE,
+    TASKS,
+    TIERS,
+    EvalResult,
+    Filters,
+    device,
+    evaluate,
+    funnel,
+    get_task,
+    promote,
+)
+from evoprog.evaluators.cnn import FlatCNN
+from evoprog.evaluators.data import VOCAB, VOCAB_SIZE, char_windows, stdlib_text
+from evoprog.evaluators.tasks import CharLM, DigitsCNN, DigitsMLP
+from evoprog.evaluators.trainer import MAX_INSTRUCTIONS
+from evoprog.programs.known import KNOWN
+from evoprog.programs.program import parse_program
+from evoprog.programs.space import OptimizerSpace
+
+ALL = [DigitsMLP, DigitsCNN, CharLM]
+FLOOR = {"digits_mlp": 0.85, "digits_cnn": 0.7, "char_lm": 0.2}  # seed's metric at tier A
+
+
+def comparable(result: EvalResult) -> dict:
+    data = result.to_dict()
+    del data["seconds"]
+    return data
+
+
+def test_registry_tiers_and_suite():
+    assert set(DEFAULT_SUITE) <= set(TASKS) == {"digits_mlp", "digits_cnn", "char_lm"}
+    for name in TASKS:
+        a, b, c = (get_task(name, tier) for tier in TIERS)
+        assert (a.name, a.tier, b.tier, c.tier) == (name, "A", "B", "C")
+        # Costlier tiers train longer, on more seeds or bigger batches.
+        assert a.steps * a.batch_size * len(a.seeds) < b.steps * b.batch_size * len(b.seeds)
+        assert b.steps * b.batch_size * len(b.seeds) < c.steps * c.batch_size * len(c.seeds)
+        assert a.filters.time_limit is not None
+    with pytest.raises(ValueError, match="tier"):
+        get_task("digits_cnn", "D")
+    assert device() == torch.device("cpu") or torch.cuda.is_available()
+
+
+def test_stdlib_corpus_is_fixed_and_split():
+    text = stdlib_text()
+    assert text is stdlib_text() and len(text) == 1_000_000
+    assert 0 <= int(text.min()) and int(text.max()) < VOCAB_SIZE == len(VOCAB) + 1
+    split = char_windows(32, 512, 64)
+    assert split.x_train.shape == (512, 32) and split.x_val.shape == (64, 32)
+    assert torch.equal(split.x_train[:, 1:], split.y_train[:, :-1])  # y is x shifted
+
+
+def test_flat_cnn_matches_nn_sequential():
+    model = FlatCNN(side=8, channels=(4, 6), classes=10)
+    theta = model.init([torch.Generator().manual_seed(s) for s in (0, 1)])
+    x = torch.rand(2, 5, 64)
+    batched = model.logits(theta, x)
+    for s in range(2):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(6 * 16, 10))
+        with torch.no_grad():
+            for p, value in zip(net.parameters(), model.layout.segments(theta[s:s + 1]),
+                                strict=True):
+                p.copy_(value[0])
+            assert torch.allclose(net(x[s].view(5, 1, 8, 8)), batched[s], atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+def test_seed_beats_broken_programs(cls):
+    seed = cls(normalize=False).evaluate(OptimizerSpace.seed())
+    assert seed.status == "ok", seed.reason
+    assert seed.fitness == seed.metrics["metric"] > FLOOR[cls.name]
+    broken = cls(normalize=False).evaluate(parse_program("update = g * 0.0"))
+    assert (broken.status, broken.reason) == ("rejected", "no progress")
+    tiny = cls(normalize=False, filters=Filters(progress_step=None)).evaluate(
+        parse_program("update = g * 1e-9"))
+    assert tiny.status == "ok" and tiny.fitness < seed.fitness - 0.15
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+def test_normalized_fitness_is_bit_for_bit_reproducible(cls):
+    program = KNOWN["adamw"].program()
+    first = cls(steps=20).evaluate(program)
+    again = cls(steps=20).evaluate(program)
+    assert comparable(first) == comparable(again)
+    reference = first.metrics["seed_metric"]
+    assert first.fitness == pytest.approx(first.metrics["metric"] / reference)
+    assert cls(steps=20).evaluate(OptimizerSpace.seed()).fitness == 1.0
+
+
+@pytest.mark.parametrize("cls", [DigitsCNN, CharLM], ids=lambda c: c.name)
+@pytest.mark.parametrize("text, reason", [
+    ("update = log(m)", "nan"),
+    ("update = g * -1e3", "diverged"),
+    ("update = g * 1e-12", "no progress"),
+])
+def test_numeric_filters(cls, text, reason):
+    result = cls(normalize=False).evaluate(parse_program(text))
+    assert (result.status, result.reason, result.fitness) == ("rejected", reason, None)
+    assert result.metrics["stopped_at_step"] <= cls.TIER_SETTINGS["A"].filters.progress_step
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_time_limit_stops_a_slow_run(name):
+    slow = TASKS[name](filters=Filters(time_limit=1e-6))
+    result = slow.evaluate(KNOWN["adamw"].program())
+    assert (result.status, result.reason, result.fitness) == ("rejected", "time limit", None)
+    assert result.metrics["stopped_at_step"] == result.metrics["steps"] == 1
+
+
+def test_overlong_program_fails_before_training():
+    text = "\n".join(["u = g * 0.5"] * (MAX_INSTRUCTIONS + 1) + ["update = u * 0.001"])
+    result = evaluate(parse_program(text), "digits_mlp")
+    assert result.status == "failed" and "instructions" in result.reason
+    assert result.metrics["stopped_at_step"] == 0
+
+
+def _ok(fitness: float) -> EvalResult:
+    return EvalResult(fitness, "ok")
+
+
+def test_promote_picks_the_best_ok_results():
+    results = [_ok(0.5), EvalResult(None, "rejected", "nan"), _ok(0.9), _ok(0.7),
+               EvalResult(None, "failed", "error")]
+    assert promote(results, 0.4) == [2, 3]
+    assert promote(results, 1.0) == [2, 3, 0]
+    assert promote(results, 0.0) == []
+    with pytest.raises(ValueError):
+        promote(results, 1.5)
+
+
+def test_funnel_promotes_only_the_best():
+    calls: list[tuple[str, str]] = []
+
+    def short(program, task_name, tier):  # real training, shortened to keep tests fast
+        calls.append((task_name, tier))
+        steps = {"A": 60, "B": 120, "C": 200}[tier]
+        return DigitsMLP(tier, normalize=False, steps=steps,
+                         filters=Filters(progress_step=30)).evaluate(program)
+
+    programs = [parse_program("update = g * 0.0"), KNOWN["sgd"].program(lr=0.003),
+                KNOWN["adamw"].program(), parse_program("update = g * 1e-9")]
+    records = funnel(programs, "digits_mlp", promote_fraction=0.25, tiers=("A", "B"),
+                     evaluator=short)
+    first = [r[0] for r in records]
+    best = max(range(4), key=lambda i: first[i].fitness if first[i].ok else -math.inf)
+    assert best == 2  # AdamW wins tier A
+    assert [len(r) for r in records] == [1, 1, 2, 1]
+    assert records[2][1].ok and records[2][1].metrics["steps"] == 120
+    assert calls.count(("digits_mlp", "B")) == 1
