@@ -77,13 +77,13 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
     start_ray(num_cpus=2)
 
     @ray.remote(num_cpus=1)
-    def instant(program_text: str, task_name: str) -> dict:
+    def instant(program_text: str, tasks: list[str], tier: str = "A") -> dict:
         # Deterministic fitness from the text, so selection still has something to do.
         digest = hashlib.sha256(program_text.encode()).digest()
         fitness = int.from_bytes(digest[:4], "big") / 2**32
         return {"result": {"status": "ok", "reason": None, "fitness": fitness,
-                           "metrics": {"val_acc": fitness}, "seconds": 0.0},
-                "worker": "instant"}
+                           "metrics": {"val_acc": fitness, "tasks": tasks}, "seconds": 0.0},
+                "evaluations": [], "worker": "instant"}
 
     driver.evaluate_remote = instant
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,21 +1,25 @@
 """Evaluations per second: evoprog's batched evaluator against per-model training loops.
 
-    python benchmarks/throughput.py [--seeds 8] [--repeats 3]
+    python benchmarks/throughput.py [--seeds 2] [--scales 1,3,10] [--repeats 3]
 
-One evaluation = one optimizer trained on ``--seeds`` seeds of the digits_mlp tier-A
-task (MLP 64-128-128-10, 200 steps, batch 128, cosine schedule) plus validation. Three
+One evaluation = the AdamW program scored on the digits_mlp tier-A task (MLP
+64-128-128-10, 200 steps, batch 128, cosine schedule): every seed trained at every
+learning-rate scale, then validated; the score is the best scale's mean validation
+accuracy over seeds. ``--seeds`` and ``--scales`` default to the tier's settings. Three
 ways, side by side in one process with one thread:
 
-* evoprog: ``DigitsMLP`` with all seeds in one vectorized run, the AdamW program
-  interpreted once per step on the flat (S, N) parameters;
-* torch.optim: what a user would write, an ``nn.Sequential`` MLP per seed and
-  ``torch.optim.AdamW`` with a ``LambdaLR`` cosine schedule, seeds one after another;
-* ProgramOptimizer: the same per-seed loop with the AdamW program run by
+* evoprog: ``DigitsMLP`` with all (seed, scale) rows in one vectorized run, the AdamW
+  program interpreted once per step on the flat (rows, N) parameters;
+* torch.optim: what a user would write, an ``nn.Sequential`` MLP per (seed, scale) and
+  ``torch.optim.AdamW(lr=1e-3 x scale)`` with a ``LambdaLR`` cosine schedule, one model
+  after another;
+* ProgramOptimizer: the same per-model loop with the AdamW program run by
   ``evoprog.programs.optimizer.ProgramOptimizer``.
 
-All use the same data, steps, batch size and minibatch order. The train-time share is
-the fraction of evoprog's evaluation time spent in the training loop (not set-up, data,
-initial or final loss evaluation, or reporting).
+All use the same initial weights, data, steps, batch size, minibatch order and score, so
+the three should reach (nearly) the same accuracy. The train-time share is the fraction
+of evoprog's evaluation time spent in the training loop (not set-up, data, initial or
+final loss evaluation, or reporting).
 """
 
 from __future__ import annotations
@@ -31,61 +35,76 @@ from torch import nn
 
 from evoprog.evaluators import trainer
 from evoprog.evaluators.data import digits
+from evoprog.evaluators.mlp import FlatMLP
 from evoprog.evaluators.tasks import DigitsMLP
 from evoprog.evaluators.trainer import batch_order, cosine_schedule
 from evoprog.programs.known import KNOWN
 from evoprog.programs.optimizer import ProgramOptimizer
 
 
-def per_model_loop(seeds: int, steps: int, batch: int, hidden: tuple[int, ...],
-                   make_optimizer: Callable) -> float:
-    """Train one nn.Module per seed in turn; returns the mean validation accuracy."""
+def per_model_loop(seeds: int, scales: tuple[float, ...], steps: int, batch: int,
+                   hidden: tuple[int, ...], make_optimizer: Callable) -> float:
+    """Train one nn.Module per (seed, scale) in turn; returns the best scale's mean
+    validation accuracy. ``make_optimizer(parameters, scale)``."""
     data = digits()
-    accuracies = []
-    for seed in range(seeds):
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
-        sizes = (data.features, *hidden, data.classes)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        model = nn.Sequential(*layers)
-        optimizer = make_optimizer(model.parameters())
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda i: cosine_schedule(i + 1, steps))
-        order = batch_order(gen, len(data.y_train), batch, steps)
-        for step in range(steps):
-            index = order[step]
-            loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        with torch.no_grad():
-            accuracies.append((model(data.x_val).argmax(-1) == data.y_val).float().mean())
-    return float(torch.stack(accuracies).mean())
+    sizes = (data.features, *hidden, data.classes)
+    best = -1.0
+    for scale in scales:
+        accuracies = []
+        for seed in range(seeds):
+            gen = torch.Generator().manual_seed(seed)
+            flat = FlatMLP(sizes)
+            theta = flat.init([gen])  # the evaluator's init, then its minibatch order
+            order = batch_order(gen, len(data.y_train), batch, steps)
+            layers: list[nn.Module] = []
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+                layers.append(nn.Linear(a, b))
+                if i < len(sizes) - 2:
+                    layers.append(nn.ReLU())
+            model = nn.Sequential(*layers)
+            with torch.no_grad():
+                for p, value in zip(model.parameters(), flat.layout.segments(theta),
+                                    strict=True):
+                    p.copy_(value[0])
+            optimizer = make_optimizer(model.parameters(), scale)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda i: cosine_schedule(i + 1, steps))
+            for step in range(steps):
+                index = order[step]
+                loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            with torch.no_grad():
+                accuracies.append(float((model(data.x_val).argmax(-1) == data.y_val)
+                                        .float().mean()))
+        best = max(best, sum(accuracies) / len(accuracies))
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=8)
+    tier = DigitsMLP("A").settings
+    parser.add_argument("--seeds", type=int, default=len(tier.seeds))
+    parser.add_argument("--scales", default=",".join(f"{s:g}" for s in tier.lr_scales))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    task = DigitsMLP("A", normalize=False, seeds=range(args.seeds),
-                     filters=trainer.Filters(progress_step=50))
+    scales = tuple(float(s) for s in args.scales.split(","))
+    task = DigitsMLP("A", normalize=False, seeds=range(args.seeds), lr_scales=scales,
+                     filters=trainer.Filters(progress_step=tier.filters.progress_step))
     steps, batch, hidden = task.steps, task.batch_size, task.hidden
     program = KNOWN["adamw"].program()
+    lr = KNOWN["adamw"].defaults["lr"]
 
     in_loop = [0.0]
-    run = trainer._run
+    run = trainer._Run.train
 
-    def timed_run(*a, **k):
+    def timed_run(self):
         start = time.perf_counter()
         try:
-            return run(*a, **k)
+            return run(self)
         finally:
             in_loop[0] += time.perf_counter() - start
 
@@ -93,12 +112,12 @@ def main() -> None:
         return task.evaluate(program).metrics["val_accuracy"]
 
     def plain() -> float:
-        return per_model_loop(args.seeds, steps, batch, hidden,
-                              lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01))
+        return per_model_loop(args.seeds, scales, steps, batch, hidden,
+                              lambda p, s: torch.optim.AdamW(p, lr=lr * s, weight_decay=0.01))
 
     def programmed() -> float:
-        return per_model_loop(args.seeds, steps, batch, hidden,
-                              lambda p: ProgramOptimizer(p, program, lr=1.0))
+        return per_model_loop(args.seeds, scales, steps, batch, hidden,
+                              lambda p, s: ProgramOptimizer(p, program, lr=s))
 
     ways = {"evoprog (batched)": evoprog, "torch.optim AdamW loop": plain,
             "ProgramOptimizer loop": programmed}
@@ -107,7 +126,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in ways}
     accuracy: dict[str, float] = {}
     evoprog_total = 0.0
-    trainer._run = timed_run
+    trainer._Run.train = timed_run
     try:
         for _ in range(args.repeats):
             for name, way in ways.items():
@@ -118,10 +137,11 @@ def main() -> None:
                 if way is evoprog:
                     evoprog_total += elapsed
     finally:
-        trainer._run = run
-    print(f"digits_mlp tier A, {args.seeds} seeds per evaluation, {steps} steps, batch "
-          f"{batch}, median of {args.repeats}, 1 thread")
-    print("| way | seconds per evaluation | evaluations/s | val accuracy |")
+        trainer._Run.train = run
+    rows = args.seeds * len(scales)
+    print(f"digits_mlp tier A, {args.seeds} seeds x lr scales {args.scales} = {rows} models "
+          f"per evaluation, {steps} steps, batch {batch}, median of {args.repeats}, 1 thread")
+    print("| way | seconds per evaluation | evaluations/s | best-scale val accuracy |")
     print("|---|---|---|---|")
     for name in ways:
         seconds = statistics.median(times[name])

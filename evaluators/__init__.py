@@ -25,16 +25,29 @@ TASKS: dict[str, type[TrainingTask]] = {
 DEFAULT_SUITE = ("digits_mlp", "digits_cnn", "char_lm")
 """The tasks a multi-task search should score on (see benchmarks/README.md)."""
 
+DEFAULT_TASKS = {"optimizer": ("digits_mlp",), "layer": ("digits_layers",)}
+"""What a search of each family scores on unless told otherwise (tier A: fast)."""
+
 
 def get_task(name: str, tier: str = "A") -> Task:
     """The registered task called ``name`` at ``tier``; ValueError naming the known tasks
     (or tiers) otherwise."""
+    from .layer_tasks import LAYER_TASKS
+
+    factories = {**TASKS, **LAYER_TASKS}
     try:
-        factory = TASKS[name]
+        factory = factories[name]
     except KeyError:
         raise ValueError(
-            f"unknown task {name!r} (known tasks: {', '.join(sorted(TASKS))})") from None
+            f"unknown task {name!r} (known tasks: {', '.join(sorted(factories))})") from None
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r} (known tiers: {', '.join(TIERS)})")
     return factory(tier)
+
+
+def task_family(name: str) -> str:
+    """The family (``optimizer`` or ``layer``) whose programs the named task scores."""
+    return get_task(name).family
 
 
 def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A") -> EvalResult:
@@ -46,6 +59,6 @@ def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A") -
     return result
 
 
-__all__ = ["DEFAULT_SUITE", "STATUSES", "TASKS", "TIERS", "CharLM", "DigitsCNN", "DigitsMLP",
-           "EvalResult", "Filters", "Task", "device", "evaluate", "funnel", "get_task",
-           "promote"]
+__all__ = ["DEFAULT_SUITE", "DEFAULT_TASKS", "STATUSES", "TASKS", "TIERS", "CharLM",
+           "DigitsCNN", "DigitsMLP", "EvalResult", "Filters", "Task", "device", "evaluate",
+           "funnel", "get_task", "promote", "task_family"]

@@ -1,8 +1,11 @@
 """A small CNN whose parameters for S seeds are one flat (S, N) tensor.
 
-Each convolution is an im2col (``unfold``) followed by one batched matmul over the seed
-dimension, so every step is a handful of batched kernels however many seeds train, and
-the update program still sees one flat (S, N) tensor.
+Each convolution is one grouped convolution with a group per seed (the seeds' channels
+side by side, in channels-last memory), so every step is a handful of kernels however
+many seeds train, and the update program still sees one flat (S, N) tensor. At these
+sizes (8x8 images, 6-64 channels) oneDNN's channels-last grouped convolution makes an
+evaluation about 2.5x faster than an im2col (``unfold``) and batched matmul did, whose
+per-image unfold and fold loops dominated the step.
 """
 
 from __future__ import annotations
@@ -65,19 +68,18 @@ class FlatCNN:
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x: (S, B, side*side) -> (S, B, classes), each seed with its own parameters."""
         s, b = x.shape[:2]
-        side, half = self.side, self.side // 2
+        side = self.side
         views = self.layout.segments(theta)
-        h = x.reshape(s * b, 1, side, side)
+        # (B, S * channels, side, side): seed-major channels, one convolution group each.
+        h = x.reshape(s, b, side, side).transpose(0, 1).contiguous(
+            memory_format=torch.channels_last)
         for i in range(len(self.channels)):
-            weight, bias = views[2 * i], views[2 * i + 1]
-            # im2col + one batched matmul over seeds: far cheaper on CPU than a grouped
-            # convolution at these sizes, and the same arithmetic as conv2d.
-            cols = F.unfold(h, 3, padding=1)  # (S*B, C*9, H*W)
-            cols = cols.view(s, b, -1, side * side).transpose(2, 3).reshape(s, b * side * side, -1)
-            out = torch.baddbmm(bias.unsqueeze(1), cols, weight.flatten(2).transpose(1, 2))
-            h = torch.relu(out).view(s * b, side, side, -1).permute(0, 3, 1, 2)
-        h = h.reshape(s * b, -1, half, 2, half, 2).amax(dim=(3, 5))  # 2x2 max-pool
-        h = h.reshape(s, b, -1)  # (S, B, C*H*W), flattened like nn.Flatten
+            weight, bias = views[2 * i], views[2 * i + 1]  # (S, out, in, 3, 3), (S, out)
+            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1),
+                         padding=1, groups=s)
+            h = torch.relu(h)
+        h = F.max_pool2d(h, 2)  # (B, S * C, side/2, side/2)
+        h = h.reshape(b, s, -1).transpose(0, 1)  # (S, B, C*H*W), flattened like nn.Flatten
         weight, bias = views[-2], views[-1]
         return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 

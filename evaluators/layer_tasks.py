@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -180,5 +181,15 @@ class LayerTask(Task):
         return accuracy(model, split)
 
 
-LAYER_TASKS: dict[str, type[LayerTask]] = {"digits_layers": LayerTask}
-"""Task name -> class; ``LAYER_TASKS[name](tier)`` gives the task at that tier."""
+def small_batch(tier: str = "A") -> LayerTask:
+    """The layer task at batch size 8, where batch statistics are noisy (the EvoNorms
+    paper's point); held out of the default search suite, for transfer."""
+    from dataclasses import replace
+
+    return LayerTask(tier, replace(LAYER_TIERS[tier], batch_size=8),
+                     name="digits_layers_small_batch")
+
+
+LAYER_TASKS: dict[str, Callable[[str], LayerTask]] = {
+    "digits_layers": LayerTask, "digits_layers_small_batch": small_batch}
+"""Task name -> factory; ``LAYER_TASKS[name](tier)`` gives the task at that tier."""

@@ -53,10 +53,21 @@ class FlatMLP:
             rows.append(torch.cat(parts))
         return torch.stack(rows)
 
+    @cached_property
+    def _offsets(self) -> list[tuple[int, int, int, int]]:
+        """(weight start, bias start, bias end, fan_in) per layer in the flat layout."""
+        offsets, start = [], 0
+        for fan_in, fan_out in zip(self.sizes, self.sizes[1:], strict=False):
+            offsets.append((start, start + fan_out * fan_in, start + fan_out * (fan_in + 1),
+                            fan_in))
+            start = offsets[-1][2]
+        return offsets
+
     def layers(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight (S, out, in), bias (S, out)) views into theta, per layer."""
-        views = self.layout.segments(theta)
-        return list(zip(views[0::2], views[1::2], strict=True))
+        s = theta.shape[0]
+        return [(theta[:, w:b].view(s, -1, fan_in), theta[:, b:end])
+                for w, b, end, fan_in in self._offsets]
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x: (S, B, in) -> (S, B, classes), each seed with its own parameters."""
@@ -67,6 +78,41 @@ class FlatMLP:
             if i < len(layers) - 1:
                 h = torch.relu(h)
         return h
+
+    def loss_and_grad(self, theta: torch.Tensor, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``losses`` and their gradient with respect to theta, by a hand-written backward.
+
+        The same products autograd would run, without building a graph each step, and
+        every weight and bias gradient is written straight into its segment of the flat
+        (S, N) gradient instead of being gathered there afterwards.
+        """
+        layers = self.layers(theta)
+        inputs = [x]  # each layer's input (post-ReLU activations)
+        h = x
+        for i, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if i < len(layers) - 1:
+                h = h.relu_()
+                inputs.append(h)
+        log_p = torch.log_softmax(h, dim=-1)
+        target = y.unsqueeze(-1)
+        losses = log_p.gather(-1, target).mean(dim=(1, 2)).neg_()
+        # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B
+        delta = log_p.exp_()
+        delta.scatter_add_(-1, target, delta.new_full((1, 1, 1), -1.0).expand(target.shape))
+        delta.mul_(1.0 / x.shape[1])
+        grad = torch.empty_like(theta)
+        grads = self.layers(grad)
+        for i in range(len(layers) - 1, -1, -1):
+            weight_grad, bias_grad = grads[i]
+            torch.bmm(delta.transpose(1, 2), inputs[i], out=weight_grad)
+            torch.sum(delta, dim=1, out=bias_grad)
+            if i > 0:
+                back = torch.bmm(delta, layers[i][0])
+                delta = torch.ops.aten.threshold_backward.grad_input(back, inputs[i], 0,
+                                                                     grad_input=back)
+        return losses, grad
 
     def losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy per seed, shape (S,). x: (S, B, in), y: (S, B)."""

@@ -6,6 +6,12 @@ and its fitness is that metric divided by the metric of the Lion paper's AdamW s
 program on the same task and tier (``OptimizerSpace.seed()``): 1.0 matches the seed,
 above 1.0 beats it. The seed's metric is computed once per process and task settings
 (with the progress filter and the time limit off) and cached.
+
+``lr_scales`` trains every seed at several multiples of the program's ``lr`` input in
+the same vectorized run, and the raw metric is the best scale's mean over seeds, so a
+program is not judged by a learning-rate constant it happened to inherit (sign-based
+updates such as Lion want a larger one than the AdamW seed's ``lr * 0.001``). The seed's
+reference metric is taken over the same scales.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from .result import EvalResult
 from .trainer import Filters, FlatModel, train
 
 TIERS = ("A", "B", "C")
+TIER_A_LR_SCALES = (1.0, 3.0, 10.0)
+"""Tier A's learning-rate multipliers: they cover the best rates of the AdamW seed (x1-3)
+and of sign-based updates written with the seed's constant (x3-10, see
+benchmarks/README.md). Tiers B and C train one scale until calibrated there."""
 
 
 class Task:
@@ -50,6 +60,7 @@ class Settings:
     size: tuple[int, ...] = ()  # the model's widths, meaning set by the task
     filters: Filters = field(default_factory=Filters)
     probe: int | None = None  # training examples used for the initial/progress loss
+    lr_scales: tuple[float, ...] = (1.0,)  # multiples of ``lr`` tried side by side
 
 
 _SEED_METRICS: dict[tuple, float | None] = {}
@@ -74,6 +85,8 @@ class TrainingTask(Task):
         self.normalize = normalize
         if "seeds" in overrides:
             overrides["seeds"] = tuple(int(s) for s in overrides["seeds"])
+        if "lr_scales" in overrides:
+            overrides["lr_scales"] = tuple(float(s) for s in overrides["lr_scales"])
         if overrides.get("filters") is None:
             overrides.pop("filters", None)
         self.settings = replace(self.TIER_SETTINGS[tier], **overrides)
@@ -90,15 +103,19 @@ class TrainingTask(Task):
     def data(self) -> Split:
         raise NotImplementedError
 
-    def metric(self, result: EvalResult) -> float:
-        """The raw score of an ``ok`` result, higher is better."""
+    def score(self, metrics: dict[str, Any]) -> float:
+        """The raw metric of one lr scale's metrics (means over seeds), higher is better."""
         raise NotImplementedError
+
+    def metric(self, result: EvalResult) -> float:
+        """The raw score of an ``ok`` result (its best scale), higher is better."""
+        return self.score(result.metrics)
 
     def run(self, program: Program, settings: Settings | None = None) -> EvalResult:
         """Train without normalizing; fitness is the raw metric."""
         s = self.settings if settings is None else settings
         result = train(program, self.model(), self.data(), s.seeds, s.steps, s.batch_size,
-                       s.filters, s.probe)
+                       s.filters, s.probe, lr_scales=s.lr_scales, score=self.score)
         if result.ok:
             result.fitness = self.metric(result)
             result.metrics["metric"] = result.fitness
@@ -131,13 +148,14 @@ class TrainingTask(Task):
 class DigitsMLP(TrainingTask):
     """Train an MLP (ReLU; tier A 64-128-128-10) on scikit-learn's digits with a cosine
     schedule fed to the program as ``lr``. Metric: mean over seeds of the validation
-    accuracy (360 held-out images) after the last step."""
+    accuracy (360 held-out images) after the last step, at the best lr scale."""
 
     name = "digits_mlp"
     metric_name = "val_accuracy"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=200, batch_size=128, size=(128, 128),
-                      filters=Filters(progress_step=50, time_limit=15.0)),
+                      filters=Filters(progress_step=50, time_limit=15.0),
+                      lr_scales=TIER_A_LR_SCALES),
         "B": Settings(seeds=(0, 1, 2), steps=800, batch_size=256, size=(256, 256),
                       filters=Filters(progress_step=100, time_limit=150.0)),
         "C": Settings(seeds=(0, 1, 2, 3), steps=3000, batch_size=512, size=(512, 512),
@@ -161,20 +179,21 @@ class DigitsMLP(TrainingTask):
     def data(self) -> Split:
         return digits()
 
-    def metric(self, result: EvalResult) -> float:
-        return result.metrics["val_accuracy"]
+    def score(self, metrics: dict[str, Any]) -> float:
+        return metrics["val_accuracy"]
 
 
 class DigitsCNN(TrainingTask):
     """Train a small CNN (3x3 convolutions with ReLU, one 2x2 max-pool, a linear
-    classifier; tier A channels 8-16) on the digits as 8x8 images. Metric: mean
-    validation accuracy, as for ``digits_mlp``."""
+    classifier; tier A channels 6-12) on the digits as 8x8 images. Metric: mean
+    validation accuracy at the best lr scale, as for ``digits_mlp``."""
 
     name = "digits_cnn"
     metric_name = "val_accuracy"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=100, batch_size=32, size=(6, 12),
-                      filters=Filters(progress_step=30, time_limit=15.0), probe=256),
+                      filters=Filters(progress_step=30, time_limit=15.0), probe=256,
+                      lr_scales=TIER_A_LR_SCALES),
         "B": Settings(seeds=(0, 1, 2), steps=600, batch_size=128, size=(16, 32),
                       filters=Filters(progress_step=100, time_limit=150.0), probe=512),
         "C": Settings(seeds=(0, 1, 2, 3), steps=2000, batch_size=256, size=(32, 64, 64),
@@ -187,21 +206,23 @@ class DigitsCNN(TrainingTask):
     def data(self) -> Split:
         return digits()
 
-    def metric(self, result: EvalResult) -> float:
-        return result.metrics["val_accuracy"]
+    def score(self, metrics: dict[str, Any]) -> float:
+        return metrics["val_accuracy"]
 
 
 class CharLM(TrainingTask):
     """Train a tiny causal transformer on next-character prediction over Python's own
     standard library source (see ``data.char_windows``). ``size`` is (context, width,
-    layers, heads). Metric: ``1 - val_loss / ln(vocab)``, the share of the uniform
-    guess's loss that training removed (0 for a uniform model, 1 for a perfect one)."""
+    layers, heads). Metric: ``1 - val_loss / ln(vocab)`` (mean validation loss over
+    seeds, at the best lr scale), the share of the uniform guess's loss that training
+    removed (0 for a uniform model, 1 for a perfect one)."""
 
     name = "char_lm"
     metric_name = "loss_reduction"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=80, batch_size=8, size=(32, 32, 1, 2),
-                      filters=Filters(progress_step=25, time_limit=15.0), probe=64),
+                      filters=Filters(progress_step=25, time_limit=15.0), probe=64,
+                      lr_scales=TIER_A_LR_SCALES),
         "B": Settings(seeds=(0, 1), steps=400, batch_size=32, size=(64, 48, 2, 4),
                       filters=Filters(progress_step=100, time_limit=150.0), probe=128),
         "C": Settings(seeds=(0, 1, 2), steps=1500, batch_size=64, size=(64, 64, 2, 4),
@@ -220,7 +241,7 @@ class CharLM(TrainingTask):
         train_windows = min(20_000, 900_000 // (context + 1))
         return char_windows(context, train_windows, self.VAL_WINDOWS.get(self.tier, 256))
 
-    def metric(self, result: EvalResult) -> float:
-        value = 1.0 - result.metrics["val_loss"] / math.log(VOCAB_SIZE)
-        result.metrics["loss_reduction"] = value
+    def score(self, metrics: dict[str, Any]) -> float:
+        value = 1.0 - metrics["val_loss"] / math.log(VOCAB_SIZE)
+        metrics["loss_reduction"] = value
         return value

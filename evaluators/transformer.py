@@ -78,7 +78,7 @@ class FlatTransformer:
         views = iter(self.layout.segments(theta))
         tok, pos = next(views), next(views)
         # A one-hot product rather than a gather: its backward is a plain matmul.
-        one_hot = F.one_hot(x.reshape(s, b * t), self.vocab).to(theta.dtype)
+        one_hot = theta.new_zeros(s, b * t, self.vocab).scatter_(2, x.reshape(s, b * t, 1), 1.0)
         h = torch.bmm(one_hot, tok).view(s, b, t, d) + pos[:, None, :t, :]
 
         def norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,12 @@ def _registry_fn(name: str):
 
 
 def _sympy_aggregate(name: str):
-    function = sympy.Function(name)
+    """An undefined SymPy function of that name; a std is positive (eps > 0), a variance
+    nonnegative, so SymPy can drop ``Abs`` around them and order them against 0."""
+    stat = AGGREGATES[name][1]
+    assumptions = {"std": {"positive": True}, "var": {"nonnegative": True}}.get(
+        stat, {"real": True})
+    function = sympy.Function(name, **assumptions)
     return lambda a: function(a)
 
 

@@ -9,12 +9,13 @@ statistics that broadcast back), so the only static checks are the shared ones.
 
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
 
-from . import layer_ops
-from .ops import OPS
-from .program import Instruction, Program
+from . import layer_analysis, layer_ops
+from .program import Program
+from .recognize import Recognition
 from .space import SPACES, Space
+from .symbolic import SymbolicProgram
 
 LAYER_ELEMENTWISE: tuple[str, ...] = (
     "add", "mul", "div", "max", "negative", "sigmoid", "tanh", "exp", "log", "abs",
@@ -29,7 +30,22 @@ n = d / s
 y = max(n, 0.0)
 """
 
-LayerSpace = Space(
+@dataclass(frozen=True)
+class LayerFamily(Space):
+    """A layer: run once on fixed NCHW inputs in training mode, written with aggregates
+    as SymPy functions, recognized among ``known.KNOWN_LAYERS`` (``layer_analysis.py``)."""
+
+    def probe(self, program: Program) -> tuple[str, bool]:
+        return layer_analysis.layer_probe(self.prune(program), self.family)
+
+    def simplify(self, program: Program) -> SymbolicProgram:
+        return layer_analysis.layer_sympy(program)
+
+    def recognize(self, program: Program) -> Recognition | None:
+        return layer_analysis.layer_recognize(self.prune(program))
+
+
+LayerSpace = LayerFamily(
     family="layer",
     inputs=("x", "v0", "v1"),
     outputs=("y",),
@@ -45,27 +61,3 @@ LayerSpace = Space(
 """Normalization-activation layers (EvoNorms): ``out = y * gamma + beta``."""
 
 SPACES.setdefault("layer", LayerSpace)
-
-
-def random_program(space: Space, rng: random.Random, length: int,
-                   max_tries: int = 1000) -> Program:
-    """A random valid program of ``length`` instructions (a random start for search).
-
-    Each instruction reads earlier values or a constant; the last one assigns the
-    space's first required output. Draws again until the program is valid.
-    """
-    target = space.required[0]
-    for _ in range(max_tries):
-        names = list(space.inputs)
-        instructions = []
-        for i in range(length):
-            op = OPS[rng.choice(space.ops)]
-            args = tuple(round(rng.gauss(0.0, 1.0), 4) if rng.random() < 0.1
-                         else rng.choice(names) for _ in range(op.arity))
-            out = target if i == length - 1 else f"t{i}"
-            instructions.append(Instruction(out, op.name, args))
-            names.append(out)
-        program = Program(tuple(instructions))
-        if space.invalid_reason(program) is None:
-            return program
-    raise RuntimeError(f"no valid random program of length {length} in {max_tries} tries")

@@ -3,13 +3,16 @@
 A child is drawn from a ``random.Random`` the caller seeds, so a search that seeds it from
 (run seed, birth index) makes the same children whatever order evaluations finish in.
 Mutation retries until the child is valid in its space and structurally different from
-the parent (different hash of the pruned program).
+the parent (different hash of the pruned program). The attempts it throws away are
+counted on the returned ``Mutation``: they are programs the search generated and served
+without training (static rejection, or the structural cache: the same pruned program as
+the parent), so a search's cache statistics can include them.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .ops import OPS
 from .program import Arg, Instruction, Program
@@ -22,15 +25,30 @@ NEW_VARIABLE_PROBABILITY = 0.3
 
 @dataclass(frozen=True)
 class Mutation:
+    """The change that made a child, and what ``mutate`` discarded before keeping it.
+
+    ``invalid``: attempts rejected statically (invalid in the space). ``same``: valid
+    attempts whose pruned program hashed equal to the parent's (dead code or a no-op),
+    which the structural cache answers. Attempts where the drawn kind did not apply made
+    no program and are not counted. ``str()`` is only the change, the text recorded.
+    """
+
     kind: str
     detail: str
+    invalid: int = 0
+    same: int = 0
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
 
 
 class MutationFailed(RuntimeError):
-    pass
+    """No valid, different child within the tries; carries the discarded counts too."""
+
+    def __init__(self, message: str, invalid: int = 0, same: int = 0):
+        super().__init__(message)
+        self.invalid = invalid
+        self.same = same
 
 
 def _defined_before(program: Program, index: int, space: Space) -> list[str]:
@@ -149,16 +167,22 @@ def mutate(program: Program, space: Space, rng: random.Random,
            max_tries: int = 1000) -> tuple[Program, Mutation]:
     """A valid child that differs structurally from ``program``.
 
-    Returns the child and the mutation that made it; raises MutationFailed if no valid,
-    different child was found within ``max_tries`` attempts.
+    Returns the child and the mutation that made it, with the counts of attempts
+    discarded on the way (``Mutation.invalid``, ``Mutation.same``); raises
+    MutationFailed if no valid, different child was found within ``max_tries`` attempts.
     """
     parent_hash = space.hash(program)
+    invalid = same = 0
     for _ in range(max_tries):
         kind = rng.choice(MUTATIONS)
         try:
             child, mutation = apply_mutation(kind, program, space, rng)
         except _NotApplicable:
             continue
-        if space.invalid_reason(child) is None and space.hash(child) != parent_hash:
-            return child, mutation
-    raise MutationFailed(f"no valid child after {max_tries} tries")
+        if space.invalid_reason(child) is not None:
+            invalid += 1
+        elif space.hash(child) == parent_hash:
+            same += 1
+        else:
+            return child, replace(mutation, invalid=invalid, same=same)
+    raise MutationFailed(f"no valid child after {max_tries} tries", invalid, same)

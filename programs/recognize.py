@@ -21,7 +21,7 @@ import torch
 
 from .analysis import prune
 from .fingerprint import make_probe, run_steps
-from .known import KNOWN
+from .known import KNOWN, KNOWN_LAYERS
 from .program import Program
 from .symbolic import SymbolicError, SymbolicProgram, to_sympy
 
@@ -39,16 +39,30 @@ _PROBES = (make_probe(seed=7, scales=(0.1, 1.0, 10.0)),
            make_probe(seed=11, scales=(0.3, 3.0, 30.0)))
 
 
+LAYER_TITLES = {"bn_relu": "BN-ReLU", "gn_relu": "GN-ReLU", "ln_relu": "LN-ReLU",
+                "evonorm_b0": "EvoNorm-B0", "evonorm_s0": "EvoNorm-S0",
+                "evonorm_s1": "EvoNorm-S1"}
+"""Known layers as the EvoNorms paper writes them (their ``class_name`` is a Python name)."""
+
+
+def title(name: str) -> str:
+    """How a known program's name reads in reports: ``Lion``, ``EvoNorm-S0``."""
+    if name in KNOWN:
+        return KNOWN[name].class_name
+    return LAYER_TITLES.get(name) or KNOWN_LAYERS[name].class_name
+
+
 @dataclass(frozen=True)
 class Recognition:
-    """A known program (a key of ``KNOWN``) and the constants that reproduce the input."""
+    """A known program (a key of ``KNOWN`` or ``KNOWN_LAYERS``) and the constants that
+    reproduce the input."""
 
     name: str
     constants: dict[str, float]
 
     def __str__(self) -> str:
         values = ", ".join(f"{k}={_short(v)}" for k, v in self.constants.items())
-        return f"{KNOWN[self.name].class_name} ({values})"
+        return f"{title(self.name)} ({values})"
 
     def to_json(self) -> dict:
         return {"family": self.name, "constants": dict(self.constants)}

@@ -2,7 +2,9 @@
 
 A space names the program's inputs, outputs and carried state, the ops it may use, its
 seed program and its validity rules. Mutation, hashing, printing and analysis are shared
-and take the space as an argument.
+and take the space as an argument. What running a program means differs by family, so
+each family is a subclass of ``Space`` overriding three hooks: ``probe`` (functional
+fingerprint), ``simplify`` (SymPy form) and ``recognize`` (known programs).
 """
 
 from __future__ import annotations
@@ -72,26 +74,40 @@ class Space:
                                         self.family)
 
     def fingerprint(self, program: Program) -> str:
-        """Functional hash: equal for programs that compute the same outputs on a fixed
-        random probe (see ``fingerprint.py``). Prunes first."""
-        return fingerprint.fingerprint(self.prune(program), self.outputs, self.state,
-                                       self.family)
+        """Functional hash: equal for programs that compute the same outputs on the
+        space's fixed random probe. Prunes first."""
+        return self.probe(program)[0]
 
     def probe(self, program: Program) -> tuple[str, bool]:
-        """(fingerprint, whether the outputs stayed finite on the probe) in one run."""
-        return fingerprint.fingerprint_and_finite(self.prune(program), self.outputs,
-                                                  self.state, self.family)
+        """(fingerprint, whether the outputs stayed finite on the probe) in one run.
+
+        Family-specific: a space subclass says what running a program means."""
+        raise NotImplementedError(f"the {self.family} space has no functional probe")
 
     def simplify(self, program: Program) -> symbolic.SymbolicProgram:
         """The pruned program as simplified SymPy expressions (raises SymbolicError)."""
         return symbolic.to_sympy(program, self.inputs, self.outputs, self.state)
 
     def recognize(self, program: Program) -> recognition.Recognition | None:
-        """The known program this one computes, with its constants, or None."""
-        return recognition.recognize(program, self.inputs, self.outputs, self.state)
+        """The known program this one computes, with its constants, or None (a space
+        without known programs recognizes nothing)."""
+        return None
 
     def listing(self, program: Program) -> str:
         return format_listing(program, self.listing_name, self.inputs, self.outputs)
+
+
+@dataclass(frozen=True)
+class OptimizerFamily(Space):
+    """An update rule: run for a few steps with its state carried (``fingerprint.py``),
+    recognized among the optimizers of ``known.KNOWN`` (``recognize.py``)."""
+
+    def probe(self, program: Program) -> tuple[str, bool]:
+        return fingerprint.fingerprint_and_finite(self.prune(program), self.outputs,
+                                                  self.state, self.family)
+
+    def recognize(self, program: Program) -> recognition.Recognition | None:
+        return recognition.recognize(program, self.inputs, self.outputs, self.state)
 
 
 ADAMW_SEED = """\
@@ -106,7 +122,7 @@ lr = lr * 0.001
 update = update * lr
 """
 
-OptimizerSpace = Space(
+OptimizerSpace = OptimizerFamily(
     family="optimizer",
     inputs=("w", "g", "m", "v", "lr", "step"),
     outputs=("update", "m", "v"),
@@ -127,6 +143,9 @@ SPACES = {"optimizer": OptimizerSpace}
 
 
 def get_space(family: str) -> Space:
+    """The registered space of a family; the layer space registers itself on import."""
+    if family not in SPACES:
+        from . import layer_space  # noqa: F401  (imports this module, then registers)
     try:
         return SPACES[family]
     except KeyError:

@@ -80,11 +80,21 @@ def input_symbols(inputs: tuple[str, ...], state: tuple[str, ...],
     return symbols
 
 
-def run_symbolic(program: Program, symbols: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+def constant(value: float, exact_integers: bool = False) -> sympy.Expr:
+    """A program constant: a SymPy Float, or an Integer for whole numbers when asked."""
+    value = float(value)
+    if exact_integers and value.is_integer() and abs(value) <= 1e6:
+        return sympy.Integer(int(value))
+    return sympy.Float(value)
+
+
+def run_symbolic(program: Program, symbols: dict[str, sympy.Expr],
+                 exact_integers: bool = False) -> dict[str, sympy.Expr]:
     """Execute the program on SymPy values; returns the final environment."""
     env: dict[str, sympy.Expr] = dict(symbols)
     for ins in program.instructions:
-        args = [env[a] if isinstance(a, str) else sympy.Float(a) for a in ins.args]
+        args = [env[a] if isinstance(a, str) else constant(a, exact_integers)
+                for a in ins.args]
         try:
             env[ins.out] = OPS[ins.op].sympy_fn(*args)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError,
@@ -99,8 +109,12 @@ def live_state(program: Program, state: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def to_sympy(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...],
-             state: tuple[str, ...], simplify: bool = True) -> SymbolicProgram:
+             state: tuple[str, ...], simplify: bool = True,
+             exact_integers: bool = False) -> SymbolicProgram:
     """The pruned program's outputs and live state recurrences as SymPy expressions.
+
+    ``exact_integers`` reads whole-number constants as SymPy Integers (``Max(0, x)``
+    rather than ``Max(0.0, x)``, and ``x*1.0`` becomes ``x``).
 
     A state is given a nonnegative symbol when its recurrence keeps it nonnegative (it
     starts at zero), e.g. an average of squared gradients, so ``sqrt(Abs(v))`` reads
@@ -111,7 +125,7 @@ def to_sympy(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...]
     nonnegative = frozenset(live)
     while True:
         symbols = input_symbols(inputs, state, nonnegative)
-        env = run_symbolic(pruned, symbols)
+        env = run_symbolic(pruned, symbols, exact_integers)
         keep = frozenset(s for s in nonnegative if env.get(s, symbols[s]).is_nonnegative)
         if keep == nonnegative:
             break

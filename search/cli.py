@@ -17,13 +17,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..evaluators import DEFAULT_TASKS
 from ..programs.export import export_known, export_program
-from ..programs.known import KNOWN, get_known
+from ..programs.known import KNOWN, KNOWN_LAYERS, get_known
+from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import ProgramError, parse_program
 from ..programs.report import Description, describe
 from ..programs.space import get_space
 from ..store import Store, StoreError
-from .driver import Progress, Search, SearchConfig, SearchError
+from .driver import Progress, Search, SearchConfig, SearchError, suite_key
+from .pareto import pareto_front
 
 DEFAULT_DB = "evoprog.db"
 # Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
@@ -76,8 +79,12 @@ def cli() -> None:
 
 # -- search ------------------------------------------------------------------------------
 
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 @cli.command()
-@click.argument("family", type=click.Choice(["optimizer"]))
+@click.argument("family", type=click.Choice(["optimizer", "layer"]))
 @click.option("--budget", type=click.IntRange(min=1), default=200, show_default=True,
               help="Individuals to record, the seed included.")
 @click.option("--population", type=click.IntRange(min=1), default=100, show_default=True,
@@ -85,31 +92,54 @@ def cli() -> None:
 @click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True,
               help="Tournament size (the paper used 2 with population 1000).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
-@click.option("--task", default="digits_mlp", show_default=True, help="Proxy task.")
+@click.option("--tasks", "--task", "tasks", default="",
+              help="Comma-separated proxy tasks scored at tier A, cheapest first "
+                   "(default: digits_mlp for optimizers, digits_layers for layers).")
+@click.option("--funnel", is_flag=False, flag_value="B,C", default="",
+              help="After the search, promote the best programs to these tiers "
+                   "(--funnel alone: B,C).")
+@click.option("--promote", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Programs promoted to the first funnel tier (a quarter as many to "
+                   "each next one).")
+@click.option("--strategy", type=click.Choice(["evolution", "random"]), default="evolution",
+              show_default=True, help="'random' samples random programs (a baseline).")
+@click.option("--start", type=click.Choice(["seed", "random"]), default="seed",
+              show_default=True,
+              help="Start from the family's seed program or a random population.")
+@click.option("--selection", type=click.Choice(["fitness", "pareto"]), default=None,
+              help="Tournament: best fitness, or a Pareto-front member over per-task "
+                   "(per-architecture) scores. Default: pareto for layers.")
+@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Stop after this many seconds (resume continues).")
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: twice the cluster's CPUs). Part of what "
                    "makes a run reproducible.")
 @click.option("--cpus-per-eval", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True)
-@click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=0.0, show_default=True)
+              show_default=True, help="CPUs Ray reserves per evaluation.")
+@click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs (fractions allowed) Ray reserves per evaluation; use when the "
+                   "cluster has GPUs.")
 @click.option("--address", default=None,
               help="Ray cluster to join ('auto', or host:port). Default: $RAY_ADDRESS, "
                    "else start Ray on this machine.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
-def search(family: str, budget: int, population: int, tournament: int, seed: int, task: str,
-           parallel: int, cpus_per_eval: float, gpus_per_eval: float, address: str | None,
-           quiet: bool, db_path: Path) -> None:
-    """Run an evolutionary search from the family's seed program."""
-    from ..evaluators import get_task
-
-    try:
-        get_task(task)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--task") from None
+def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
+           funnel: str, promote: int, strategy: str, start: str, selection: str | None,
+           max_seconds: float | None, parallel: int, cpus_per_eval: float,
+           gpus_per_eval: float, address: str | None, quiet: bool, db_path: Path) -> None:
+    """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
-                          tournament=tournament, seed=seed, task=task, parallel=parallel,
-                          cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
+                          tournament=tournament, seed=seed, tasks=_split(tasks),
+                          parallel=parallel, cpus_per_eval=cpus_per_eval,
+                          gpus_per_eval=gpus_per_eval, strategy=strategy, start=start,
+                          selection=selection or "", funnel=_split(funnel), promote=promote,
+                          max_seconds=max_seconds)
+    try:
+        config.validate()
+    except ValueError as exc:
+        hint = "--funnel" if "funnel" in str(exc) else "--tasks"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
     with Store.open(db_path) as store:
         _run_search(store, quiet, lambda hook: Search.start(store, config, address,
                                                             on_progress=hook))
@@ -118,12 +148,16 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
 @cli.command()
 @click.argument("run_id", type=int)
 @click.option("--address", default=None, help="Ray cluster to join.")
+@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Stop again after this many seconds.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
-def resume(run_id: int, address: str | None, quiet: bool, db_path: Path) -> None:
+def resume(run_id: int, address: str | None, max_seconds: float | None, quiet: bool,
+           db_path: Path) -> None:
     """Continue a stopped run from what its database holds.
 
-    Works for a run stopped with Ctrl-C (status 'interrupted'), one whose driver was
+    Works for a run stopped with Ctrl-C (status 'interrupted') or by its time limit
+    ('stopped'), one whose driver was
     killed or lost its machine (it still shows 'running'), and one that failed. The
     population is rebuilt by replaying the recorded individuals, and candidates that
     were being evaluated are evaluated again, so the run ends with the same individuals
@@ -133,8 +167,8 @@ def resume(run_id: int, address: str | None, quiet: bool, db_path: Path) -> None
         run = store.run(run_id)
         if run["status"] == "finished":
             raise UserError(f"run {run_id} is already finished")
-        _run_search(store, quiet, lambda hook: Search.resume(store, run_id, address,
-                                                             on_progress=hook))
+        _run_search(store, quiet, lambda hook: Search.resume(
+            store, run_id, address, max_seconds, on_progress=hook))
 
 
 def _run_search(store: Store, quiet: bool, make) -> None:
@@ -145,8 +179,11 @@ def _run_search(store: Store, quiet: bool, make) -> None:
               TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
               console=err_console, disable=quiet)
     task = bar.add_task("search", total=None, stats="")
+    searcher_id = [0]
 
     def hook(p: Progress) -> None:
+        if p.phase != "search":
+            bar.update(task, description=f"run {searcher_id[0]}: {p.phase}")
         stats = (f"{p.rate:.1f}/s  evaluated {p.evaluated}  cache hits {p.cache_hits}  "
                  f"rejected {p.rejected}  best {fmt(p.best)}")
         bar.update(task, completed=p.done, total=p.budget, stats=stats)
@@ -160,6 +197,7 @@ def _run_search(store: Store, quiet: bool, make) -> None:
                f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
                f"{store.path}")
     bar.update(task, description=f"run {searcher.run_id}")
+    searcher_id[0] = searcher.run_id
     try:
         with bar:
             searcher.run()
@@ -167,6 +205,9 @@ def _run_search(store: Store, quiet: bool, make) -> None:
         err_console.print(f"\nInterrupted. Continue with: evoprog resume {searcher.run_id} "
                           f"--db {store.path}")
         sys.exit(130)
+    if store.run(searcher.run_id)["status"] == "stopped":
+        err_console.print(f"Time is up. Continue with: evoprog resume {searcher.run_id} "
+                          f"--db {store.path}")
     _print_top(store, searcher.run_id, 5)
 
 
@@ -205,8 +246,7 @@ def top(run_id: int | None, n: int, as_json: bool, db_path: Path) -> None:
     with open_existing(db_path) as store:
         run_id = _run_or_latest(store, run_id)
         if as_json:
-            print_json([{"id": r["id"], "fitness": r["fitness"], "program": r["text"],
-                         "birth": r["birth"], "run": run_id} for r in store.top(run_id, n)])
+            print_json(_top_rows(store, run_id, n))
             return
         _print_top(store, run_id, n)
 
@@ -220,11 +260,55 @@ def _run_or_latest(store: Store, run_id: int | None) -> int:
     return run_id
 
 
+def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
+    """The best functionally distinct programs with what a reader compares them by:
+    fitness at every
+    tier reached, per-task (per-architecture) scores, Pareto-front membership, and the
+    known program each computes."""
+    run = store.run(run_id)
+    config = SearchConfig.from_dict(run["config"])
+    tasks = config.tasks or list(DEFAULT_TASKS[run["family"]])
+    tiers = store.tier_results(run_id, suite_key(tasks))
+    space = get_space(run["family"])
+    rows, seen = [], set()
+    for r in store.top(run_id, 5 * n):  # functional duplicates are skipped
+        key = space.fingerprint(parse_program(r["text"]))
+        if key not in seen:
+            seen.add(key)
+            rows.append(r)
+    rows = rows[:n]
+    scores = [r["metrics"].get("scores") or {} for r in rows]
+    front = set(pareto_front(scores)) if any(scores) else set()
+    out = []
+    for i, r in enumerate(rows):
+        recognized = space.recognize(parse_program(r["text"]))
+        out.append({
+            "id": r["id"], "run": run_id, "birth": r["birth"], "fitness": r["fitness"],
+            "tiers": {"A": r["fitness"], **{t: f for t, f in tiers.get(r["id"], {}).items()
+                                            if t != "A"}},
+            "scores": scores[i], "pareto_front": i in front,
+            "recognized": recognized.to_json() if recognized else None,
+            "recognized_as": str(recognized) if recognized else None,
+            "program": r["text"], "pruned": r["pruned_text"]})
+    return out
+
+
 def _print_top(store: Store, run_id: int, n: int) -> None:
-    table = Table("id", "birth", "fitness", "program", title=f"best of run {run_id}",
+    rows = _top_rows(store, run_id, n)
+    later = sorted({t for r in rows for t in r["tiers"] if t != "A"})
+    score_keys = sorted({k for r in rows for k in r["scores"]})
+    columns = ["id", "birth", "fitness", *[f"tier {t}" for t in later], *score_keys]
+    if any(r["pareto_front"] for r in rows):
+        columns.append("front")
+    table = Table(*columns, "recognized", "program", title=f"best of run {run_id}",
                   show_lines=True)
-    for r in store.top(run_id, n):
-        table.add_row(str(r["id"]), str(r["birth"]), fmt(r["fitness"]), r["pruned_text"])
+    for r in rows:
+        cells = [str(r["id"]), str(r["birth"]), fmt(r["fitness"])]
+        cells += [fmt(r["tiers"].get(t)) for t in later]
+        cells += [fmt(r["scores"].get(k)) for k in score_keys]
+        if "front" in columns:
+            cells.append("*" if r["pareto_front"] else "")
+        table.add_row(*cells, r["recognized_as"] or "-", r["pruned"])
     console.print(table)
 
 
@@ -286,7 +370,7 @@ def _print_description(description: Description, with_latex: bool, pruned: bool)
 
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
-@click.option("--family", type=click.Choice(["optimizer"]), default="optimizer",
+@click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
               show_default=True)
 @click.option("--latex", "with_latex", is_flag=True, help="Also print the LaTeX form.")
 @json_option
@@ -355,7 +439,14 @@ def _plot_run(run: dict, individuals: list[dict], output: Path) -> None:
     ok = [(i["birth"], i["fitness"]) for i in individuals
           if i["status"] == "ok" and i["fitness"] is not None]
     bad = [i["birth"] for i in individuals if i["status"] != "ok"]
-    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
+    scored = [i for i in individuals if i["status"] == "ok"
+              and len((i["metrics"] or {}).get("scores") or {}) >= 2]
+    if scored:
+        fig, (ax, front_ax) = plt.subplots(1, 2, figsize=(16, 5.5), dpi=120,
+                                           gridspec_kw={"width_ratios": [3, 2]})
+        _plot_front(front_ax, scored)
+    else:
+        fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     if ok:
         births, fits = zip(*ok, strict=True)
         ax.scatter(births, fits, s=6, color="0.65", label="individual", zorder=1)
@@ -391,6 +482,25 @@ def _plot_run(run: dict, individuals: list[dict], output: Path) -> None:
     plt.close(fig)
 
 
+def _plot_front(ax, scored: list[dict]) -> None:
+    """Per-task (per-architecture) scores of the first two keys, with the run's Pareto
+    front over all keys highlighted."""
+    keys = sorted(scored[0]["metrics"]["scores"])
+    scores = [i["metrics"]["scores"] for i in scored]
+    front = pareto_front(scores)
+    xs = [s.get(keys[0], float("nan")) for s in scores]
+    ys = [s.get(keys[1], float("nan")) for s in scores]
+    ax.scatter(xs, ys, s=8, color="0.65", label="individual")
+    points = sorted((xs[i], ys[i]) for i in front)
+    ax.plot(*zip(*points, strict=True), "o", color="tab:red", ms=6,
+            label=f"Pareto front over {len(keys)} scores ({len(front)})")
+    ax.set_xlabel(keys[0])
+    ax.set_ylabel(keys[1])
+    ax.set_title("per-task scores")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+
+
 @cli.command()
 @click.argument("individual_id", type=int)
 @json_option
@@ -416,11 +526,12 @@ def known(as_json: bool) -> None:
     if as_json:
         print_json([{"name": k.name, "class": k.class_name, "family": k.family,
                      "hyperparameters": k.defaults, "description": k.description,
-                     "program": str(k.template_program())} for k in KNOWN.values()])
+                     "program": str(k.template_program())}
+                    for k in (*KNOWN.values(), *KNOWN_LAYERS.values())])
         return
-    table = Table("name", "class", "hyperparameters", "description")
-    for k in KNOWN.values():
-        table.add_row(k.name, k.class_name,
+    table = Table("name", "family", "class", "hyperparameters", "description")
+    for k in (*KNOWN.values(), *KNOWN_LAYERS.values()):
+        table.add_row(k.name, k.family, k.class_name,
                       ", ".join(f"{n}={v:g}" for n, v in k.defaults.items()), k.description)
     console.print(table)
 
@@ -432,27 +543,171 @@ def known(as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Python file to write.")
 @click.option("--name", "class_name", default=None, help="Class name in the file.")
+@click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
+              show_default=True, help="Family of a program read from a file.")
 @db_option
-def export(target: str, output: Path, class_name: str | None, db_path: Path) -> None:
-    """Write a standalone PyTorch optimizer file that imports only torch.
+def export(target: str, output: Path, class_name: str | None, family: str,
+           db_path: Path) -> None:
+    """Write a standalone PyTorch file that imports only torch: a `torch.optim.Optimizer`
+    for an optimizer program, an `nn.Module` for a layer program.
 
     TARGET is an individual's id, a known program's name (see `evoprog known`), or a
-    file holding program text (`-` for standard input).
+    file holding program text (`-` for standard input; `--family layer` for a layer).
     """
     if target.isdigit():
         with open_existing(db_path) as store:
             ind = store.individual(int(target))
         program = parse_program(ind["text"])
-        source = export_program(program, class_name or f"Evolved{ind['id']}")
+        source = _export(_family_of(ind), program, class_name or f"Evolved{ind['id']}")
     elif target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
             Path(target).read_text()
-        program = get_space("optimizer").parse(text)
-        source = export_program(program, class_name or "EvolvedOptimizer")
+        program = get_space(family).parse(text)
+        default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
+        source = _export(family, program, class_name or default)
     else:
-        source = export_known(get_known(target), class_name=class_name)
+        known_program = get_known(target)
+        if known_program.family == "layer":
+            source = export_known_layer(known_program.name, class_name)
+        else:
+            source = export_known(known_program, class_name=class_name)
     output.write_text(source)
     click.echo(f"wrote {output}")
+
+
+# -- rediscovery ------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("target", type=click.Choice(["lion", "evonorm"]))
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Independent searches (run seeds 0..K-1, or from --first-seed).")
+@click.option("--first-seed", type=int, default=0, show_default=True)
+@click.option("--budget", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Individuals per run.")
+@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Also stop each run after this many seconds.")
+@click.option("--population", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--parallel", type=click.IntRange(min=0), default=0,
+              help="Evaluations in flight (0: twice the cluster's CPUs).")
+@click.option("--tasks", default="", help="Comma-separated search tasks "
+              "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
+@click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
+              help="Also run random search with the same budget, per seed.")
+@click.option("--compare-tier", type=click.Choice(["A", "B", "C", "none"]), default="B",
+              show_default=True, help="Tier on which a found program is compared with "
+                                      "the warm start.")
+@click.option("--transfer-tiers", default="A,B", show_default=True,
+              help="Tiers for the held-out transfer tasks ('none' to skip).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the report as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Plot best fitness against children evaluated.")
+@click.option("--address", default=None, help="Ray cluster to join.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@db_option
+def rediscover(target: str, seeds: int, first_seed: int, budget: int,
+               max_seconds: float | None, population: int, tournament: int, parallel: int,
+               tasks: str, random_baseline: bool, compare_tier: str, transfer_tiers: str,
+               report_path: Path | None, plot_path: Path | None, address: str | None,
+               quiet: bool, db_path: Path) -> None:
+    """Search for Lion from AdamW (or an EvoNorm from BN-ReLU) with several seeds and
+    report, per seed, whether and when the target family reached the top 10, against
+    random search with the same budget."""
+    from rich.progress import Progress as Bar
+
+    from .rediscover import rediscover as run_rediscovery
+
+    tiers = [] if transfer_tiers.strip().lower() == "none" else _split(transfer_tiers)
+    bar = Bar(console=err_console, disable=quiet)
+    task = bar.add_task("rediscover", total=None)
+
+    def progress(label: str, p: Progress) -> None:
+        bar.update(task, completed=p.done, total=p.budget,
+                   description=f"{label}: best {fmt(p.best)}, {p.rate:.1f}/s")
+
+    def finished(r) -> None:
+        bar.console.print(f"{r.strategy} seed {r.seed} (run {r.run_id}): "
+                          + (f"{r.found_as} in the top {10} at birth {r.birth}"
+                             if r.found else "target not found"), highlight=False)
+
+    with Store.open(db_path) as store, bar:
+        try:
+            report = run_rediscovery(
+                store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
+                population, tournament, parallel, _split(tasks), random_baseline,
+                None if compare_tier == "none" else compare_tier, tiers, address,
+                on_progress=progress, on_run=finished)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    _print_rediscovery(report)
+    if report_path:
+        report_path.write_text(json.dumps(report.to_json(), indent=2))
+        click.echo(f"wrote {report_path}")
+    if plot_path:
+        _plot_rediscovery(report, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
+def _print_rediscovery(report) -> None:
+    table = Table("strategy", "seed", "run", "found", "as", "birth", "generated",
+                  "evaluated", "wall s", "fitness", "vs start", "lineage",
+                  title=f"rediscovering {report.target}")
+    for r in report.runs:
+        table.add_row(
+            r.strategy, str(r.seed), str(r.run_id), "yes" if r.found else "no",
+            r.found_as or "-", str(r.birth) if r.found else "-",
+            str(r.generated_by_then if r.found else r.generated),
+            str(r.evaluated_by_then if r.found else r.evaluated),
+            f"{(r.seconds_by_then if r.found else r.seconds):.0f}",
+            fmt(r.fitness if r.found else r.best_fitness),
+            f"{r.ratio_to_start:.3f} ({r.compare_tier})" if r.ratio_to_start else "-",
+            str(len(r.lineage) - 1) + " mutations" if r.lineage else "-")
+    console.print(table)
+    for strategy, text in report.summary().items():
+        console.print(f"{strategy}: target family in the top 10 in {text} seeds")
+    if report.transfer:
+        keys = [k for k in report.transfer[0] if k != "program"]
+        table = Table("program", *keys, title="held-out tasks (fitness)")
+        for row in report.transfer:
+            table.add_row(row["program"], *[fmt(row[k]) for k in keys])
+        console.print(table)
+
+
+def _plot_rediscovery(report, output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    colors = {"evolution": "tab:red", "random": "tab:blue"}
+    labelled: set[str] = set()
+    for r in report.runs:
+        if not r.curve:
+            continue
+        xs, ys = zip(*r.curve, strict=True)
+        xs, ys = [*xs, r.evaluated], [*ys, ys[-1]]
+        label = None if r.strategy in labelled else f"{r.strategy} (best so far)"
+        labelled.add(r.strategy)
+        ax.step(xs, ys, where="post", color=colors[r.strategy], alpha=0.8, label=label)
+        if r.found:
+            ax.plot([r.evaluated_by_then], [r.fitness], "k*", ms=10)
+    ax.set_xlabel("children evaluated (cache hits excluded)")
+    ax.set_ylabel("best fitness so far")
+    ax.set_title(f"rediscovering {report.target}: stars mark the target family "
+                 "entering the top 10")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+
+
+def _export(family: str, program, class_name: str) -> str:
+    if family == "layer":
+        return export_layer(program, class_name)
+    return export_program(program, class_name)
 
 
 def main() -> None:

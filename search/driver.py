@@ -20,33 +20,85 @@ import ray
 from ..programs.program import Program, format_program
 from ..programs.space import Space, get_space
 from ..store import Store
-from .evolution import AgingPopulation, Member, make_child
+from .evolution import AgingPopulation, Member, make_child, make_random
 from .workers import RETRYABLE, evaluate_remote, start_ray
 
 # Re-submissions of one candidate after its worker died, on top of Ray's own retries.
 MAX_LOST = 3
 
 
+STRATEGIES = ("evolution", "random")
+STARTS = ("seed", "random")
+
+
 @dataclass
 class SearchConfig:
+    """Everything that defines a run; stored with it, so ``resume`` needs nothing else.
+
+    ``tasks`` are scored at tier A for every candidate (empty: the family's default);
+    ``funnel`` lists later tiers (e.g. ``["B", "C"]``) to which the ``promote`` best
+    programs go after the search, a quarter as many at each further tier.
+    ``strategy="random"`` replaces mutation by random programs (the baseline);
+    ``start="random"`` fills the first population with random programs instead of
+    the seed. ``selection`` is ``fitness`` or ``pareto`` (default: pareto for layers).
+    ``max_seconds`` stops the search early; it can be resumed.
+    """
+
     family: str = "optimizer"
     budget: int = 200
     population: int = 100
     tournament: int = 10
     seed: int = 0
-    task: str = "digits_mlp"
+    tasks: list[str] = field(default_factory=list)
     parallel: int = 0  # evaluations in flight; 0 = twice the cluster's CPUs
     cpus_per_eval: float = 1.0
     gpus_per_eval: float = 0.0
+    strategy: str = "evolution"
+    start: str = "seed"
+    selection: str = ""
+    funnel: list[str] = field(default_factory=list)
+    promote: int = 8
+    max_seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        data = dict(data)
+        if "task" in data:  # runs recorded before multi-task search
+            data.setdefault("tasks", [data.pop("task")])
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def validate(self) -> None:
-        for name in ("budget", "population", "tournament"):
+        from ..evaluators import DEFAULT_TASKS, TIERS, task_family
+
+        for name in ("budget", "population", "tournament", "promote"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.parallel < 0:
             raise ValueError(f"--parallel must be 0 (auto) or more, got {self.parallel}")
         if self.cpus_per_eval <= 0 or self.gpus_per_eval < 0:
             raise ValueError("--cpus-per-eval must be positive and --gpus-per-eval >= 0")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        if self.start not in STARTS:
+            raise ValueError(f"--start must be one of {', '.join(STARTS)}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"--time must be positive, got {self.max_seconds}")
+        get_space(self.family)
+        self.tasks = list(self.tasks) or list(DEFAULT_TASKS[self.family])
+        for task in self.tasks:
+            family = task_family(task)  # ValueError naming the known tasks
+            if family != self.family:
+                raise ValueError(f"task {task!r} scores {family} programs, not "
+                                 f"{self.family} programs")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("a task is listed twice")
+        for tier in self.funnel:
+            if tier not in TIERS[1:]:
+                raise ValueError(f"funnel tiers must be among {', '.join(TIERS[1:])}, "
+                                 f"got {tier!r}")
+        self.selection = self.selection or ("pareto" if self.family == "layer"
+                                            else "fitness")
 
 
 @dataclass
@@ -71,6 +123,8 @@ class Pending:
     program_hash: str
     parent_id: int | None
     mutation: str | None
+    discarded_invalid: int = 0
+    discarded_same: int = 0
 
 
 @dataclass
@@ -81,6 +135,7 @@ class Progress:
     cache_hits: int = 0
     rejected: int = 0
     best: float | None = None
+    phase: str = "search"
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -102,13 +157,15 @@ class Search:
         self.config = config
         self.space: Space = get_space(config.family)
         self.on_progress = on_progress or (lambda progress: None)
-        self.population = AgingPopulation(config.population, config.tournament)
+        self.population = AgingPopulation(config.population, config.tournament,
+                                           config.selection or "fitness")
         self.progress = Progress(budget=config.budget)
         self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
         self.pending: dict[int, Pending] = {}
         self.results: dict[int, Outcome] = {}
         # Functional-equivalence cache within the run: fingerprint -> first birth.
         self.first_birth_of: dict[str, int] = {}
+        self.fingerprint_of: dict[str, str] = {}  # structural hash -> fingerprint
         self.waiting_on: dict[int, list[int]] = {}
         self.in_flight: dict[ray.ObjectRef, int] = {}
         self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
@@ -127,9 +184,12 @@ class Search:
 
     @classmethod
     def resume(cls, store: Store, run_id: int, address: str | None = None,
-               **kwargs) -> Search:
+               max_seconds: float | None = None, **kwargs) -> Search:
+        """Continue a run; ``max_seconds`` limits this continuation (default: none)."""
         run = store.run(run_id)
-        config = SearchConfig(**run["config"])
+        config = SearchConfig.from_dict(run["config"])
+        config.max_seconds = max_seconds
+        config.validate()
         start_ray(address)
         store.set_run_status(run_id, "running")
         return cls(store, run_id, config, **kwargs)
@@ -137,10 +197,10 @@ class Search:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        """Search until the budget of individuals is recorded; returns the run id."""
+        """Search until the budget of individuals is recorded (or the time is up), then
+        promote the best through the funnel tiers; returns the run id."""
         try:
-            seed = self.space.seed()
-            self._offer(Pending(0, seed, self.space.hash(seed), None, None))
+            self._offer(self._make(0))
             applied = -1
             while applied < self.config.budget - 1:
                 while applied + 1 in self.results:
@@ -148,7 +208,13 @@ class Search:
                     self._apply(applied)
                 if applied >= self.config.budget - 1:
                     break
+                if self._out_of_time():
+                    self._stop("stopped")
+                    return self.run_id
                 self._collect_one()
+            for depth, tier in enumerate(self.config.funnel):
+                self._promote(tier, max(1, self.config.promote // 4 ** depth),
+                              self.config.funnel[depth - 1] if depth else "A")
         except KeyboardInterrupt:
             self._stop("interrupted")
             raise
@@ -158,23 +224,41 @@ class Search:
         self.store.set_run_status(self.run_id, "finished", finished=True)
         return self.run_id
 
+    def _out_of_time(self) -> bool:
+        limit = self.config.max_seconds
+        return limit is not None and time.perf_counter() - self.progress.started > limit
+
+    def _make(self, birth: int) -> Pending:
+        """Individual ``birth``: the seed, a random program, or a mutated tournament
+        winner, each drawn deterministically from (run seed, birth)."""
+        config = self.config
+        if birth == 0 and config.start == "seed":
+            seed = self.space.seed()
+            return Pending(0, seed, self.space.hash(seed), None, None)
+        if config.strategy == "random" or (config.start == "random" and (
+                birth < config.population or not len(self.population))):
+            program = make_random(self.space, config.seed, birth)
+            return Pending(birth, program, self.space.hash(program), None, "random")
+        parent, program, mutation = make_child(self.population, self.space, config.seed,
+                                               birth)
+        return Pending(birth, program, self.space.hash(program), parent.individual_id,
+                       str(mutation), mutation.invalid, mutation.same)
+
     def _apply(self, birth: int) -> None:
         """Add a finished birth to the population and make the child it unlocks."""
         outcome = self.results[birth]
         if outcome.status == "ok":
             program = self.pending[birth].program
-            self.population.add(Member(birth, outcome.individual_id, program, outcome.fitness))
-        elif birth == 0:
+            self.population.add(Member(birth, outcome.individual_id, program, outcome.fitness,
+                                       dict(outcome.metrics.get("scores") or {})))
+        elif birth == 0 and self.config.start == "seed":
             raise SearchError(f"the seed program was {outcome.status}: {outcome.reason}")
         del self.pending[birth]
         parallel = self.config.parallel
         unlocked = range(1, parallel + 1) if birth == 0 else [birth + parallel]
         for child_birth in unlocked:
             if child_birth < self.config.budget:
-                parent, program, mutation = make_child(
-                    self.population, self.space, self.config.seed, child_birth)
-                self._offer(Pending(child_birth, program, self.space.hash(program),
-                                    parent.individual_id, str(mutation)))
+                self._offer(self._make(child_birth))
 
     def _offer(self, item: Pending) -> None:
         """Take a new individual: replay it, serve it from the cache, or evaluate it."""
@@ -186,16 +270,16 @@ class Search:
                     f"birth {item.birth} of run {self.run_id} was recorded with another "
                     "program than the replay makes; the run cannot be resumed with this "
                     "version of evoprog")
-            self.first_birth_of.setdefault(self.space.fingerprint(item.program), item.birth)
+            self.first_birth_of.setdefault(self._fingerprint(item), item.birth)
             self._finish(item.birth, Outcome(
                 row["status"], row["reason"], row["fitness"], row["metrics"],
                 cache_hit=bool(row["cache_hit"]), individual_id=row["id"]), record=False)
             return
-        self.store.add_program(item.program_hash, self.config.family,
-                               format_program(item.program),
-                               format_program(self.space.prune(item.program)))
-        first = self.first_birth_of.setdefault(self.space.fingerprint(item.program),
-                                               item.birth)
+        if item.program_hash not in self.fingerprint_of:
+            self.store.add_program(item.program_hash, self.config.family,
+                                   format_program(item.program),
+                                   format_program(self.space.prune(item.program)))
+        first = self.first_birth_of.setdefault(self._fingerprint(item), item.birth)
         if first != item.birth:
             if first in self.results:
                 self._finish(item.birth, _cache_copy(self.results[first]))
@@ -203,18 +287,25 @@ class Search:
                 self.waiting_on.setdefault(first, []).append(item.birth)
             return
         cached = self.store.cached_result(self.config.family, item.program_hash,
-                                          self.config.task)
-        if cached is not None:
+                                          self.config.tasks[0])
+        if cached is not None and (cached["metrics"] or {}).get("tasks") == self.config.tasks:
             self._finish(item.birth, Outcome(cached["status"], cached["reason"],
                                              cached["fitness"], cached["metrics"],
                                              cache_hit=True))
             return
         self._submit(item)
 
+    def _fingerprint(self, item: Pending) -> str:
+        """The functional fingerprint, computed once per structural hash."""
+        key = self.fingerprint_of.get(item.program_hash)
+        if key is None:
+            key = self.fingerprint_of[item.program_hash] = self.space.fingerprint(item.program)
+        return key
+
     def _submit(self, item: Pending) -> None:
         ref = evaluate_remote.options(
             num_cpus=self.config.cpus_per_eval, num_gpus=self.config.gpus_per_eval
-        ).remote(format_program(item.program), self.config.task)
+        ).remote(format_program(item.program), self.config.tasks, "A")
         self.in_flight[ref] = item.birth
 
     def _collect_one(self) -> None:
@@ -246,7 +337,7 @@ class Search:
         self._finish(birth, Outcome(
             result["status"], result["reason"], result["fitness"], result["metrics"],
             seconds=result["seconds"], worker=reply["worker"],
-            evaluations=[{"task": self.config.task, "tier": "A", **result}]))
+            evaluations=reply.get("evaluations") or []))
 
     def _finish(self, birth: int, outcome: Outcome, record: bool = True) -> None:
         item = self.pending[birth]
@@ -255,6 +346,8 @@ class Search:
                 self.run_id, birth, item.program_hash, item.parent_id, item.mutation,
                 outcome.status, outcome.reason, outcome.fitness, outcome.metrics,
                 outcome.seconds, cache_hit=outcome.cache_hit, worker=outcome.worker,
+                discarded_invalid=item.discarded_invalid,
+                discarded_same=item.discarded_same,
                 evaluations=[{k: e[k] for k in ("task", "tier", "fitness", "status",
                                                  "metrics", "seconds")}
                              for e in outcome.evaluations])
@@ -262,6 +355,44 @@ class Search:
         self._count(outcome)
         for dependent in self.waiting_on.pop(birth, []):
             self._finish(dependent, _cache_copy(outcome))
+
+    # -- funnel ------------------------------------------------------------------------
+
+    def _promote(self, tier: str, count: int, previous: str) -> None:
+        """Evaluate the ``count`` best programs of the previous tier at ``tier`` and
+        record the results beside their tier-A ones. Programs already scored at this
+        tier (a resumed run) are not evaluated again."""
+        candidates = self._ranked(previous)[:count]
+        self.progress.phase = f"tier {tier}"
+        refs = {}
+        for ind in candidates:
+            if self.store.has_evaluation(ind["id"], suite_key(self.config.tasks), tier):
+                continue
+            ref = evaluate_remote.options(
+                num_cpus=self.config.cpus_per_eval, num_gpus=self.config.gpus_per_eval
+            ).remote(ind["text"], self.config.tasks, tier)
+            refs[ref] = ind
+        self.in_flight = {ref: -1 for ref in refs}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            ind = refs.pop(ready[0])
+            self.in_flight.pop(ready[0], None)
+            reply = ray.get(ready[0])
+            result = reply["result"]
+            rows = [{k: e[k] for k in ("task", "tier", "fitness", "status", "metrics",
+                                       "seconds")} for e in reply["evaluations"]]
+            if len(self.config.tasks) > 1:
+                rows.append({"task": suite_key(self.config.tasks), "tier": tier,
+                             "fitness": result["fitness"], "status": result["status"],
+                             "metrics": result["metrics"], "seconds": result["seconds"]})
+            self.store.add_evaluations(ind["id"], rows)
+            self.on_progress(self.progress)
+
+    def _ranked(self, tier: str) -> list[dict]:
+        """The run's distinct ok programs, best first by their fitness at ``tier``."""
+        if tier == "A":
+            return self.store.top(self.run_id, 10 ** 9)
+        return self.store.top_at_tier(self.run_id, suite_key(self.config.tasks), tier)
 
     def _count(self, outcome: Outcome) -> None:
         p = self.progress
@@ -288,6 +419,11 @@ class Search:
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - a dying cluster must not hide the cause
                 pass
+
+
+def suite_key(tasks: list[str]) -> str:
+    """The task name under which a run's combined score is recorded at later tiers."""
+    return "+".join(tasks)
 
 
 def _failure(reason: str) -> Outcome:

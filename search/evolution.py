@@ -9,11 +9,17 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..programs.mutation import Mutation, mutate
 from ..programs.program import Program
+from ..programs.sampling import random_program
 from ..programs.space import Space
+from .pareto import pareto_tournament
+
+SELECTIONS = ("fitness", "pareto")
+RANDOM_LENGTHS = (3, 12)
+"""Length range of random programs (the Lion and EvoNorm programs have 4-10 lines)."""
 
 
 @dataclass(frozen=True)
@@ -24,20 +30,27 @@ class Member:
     individual_id: int
     program: Program
     fitness: float
+    scores: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 class AgingPopulation:
     """The population of regularized evolution (Real et al. 2019).
 
     Members join in birth order; once there are more than ``size``, the oldest leaves,
-    whatever its fitness. A tournament samples ``tournament`` members and keeps the best.
+    whatever its fitness. A tournament samples ``tournament`` members and keeps the best;
+    with ``selection="pareto"`` it keeps a random member of the sample's Pareto front
+    over the members' per-task (or per-architecture) ``scores``, as the EvoNorms search
+    did, so that no single score is averaged away.
     """
 
-    def __init__(self, size: int, tournament: int):
+    def __init__(self, size: int, tournament: int, selection: str = "fitness"):
         if size < 1 or tournament < 1:
             raise ValueError("population and tournament sizes must be at least 1")
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, not {selection!r}")
         self.size = size
         self.tournament = tournament
+        self.selection = selection
         self.members: deque[Member] = deque()
 
     def __len__(self) -> int:
@@ -51,6 +64,9 @@ class AgingPopulation:
     def select(self, rng: random.Random) -> Member:
         if not self.members:
             raise RuntimeError("the population is empty")
+        if self.selection == "pareto":
+            scores = [m.scores or {"fitness": m.fitness} for m in self.members]
+            return self.members[pareto_tournament(scores, self.tournament, rng)]
         k = min(self.tournament, len(self.members))
         sample = rng.sample(range(len(self.members)), k)
         # Highest fitness wins; among equals the youngest (highest birth), which keeps
@@ -78,3 +94,10 @@ def make_child(population: AgingPopulation, space: Space, run_seed: int,
     parent = population.select(rng)
     child, mutation = mutate(parent.program, space, rng)
     return parent, child, mutation
+
+
+def make_random(space: Space, run_seed: int, birth: int) -> Program:
+    """A random program of the space, deterministic for (seed, birth): random search's
+    children and a random start's first population."""
+    rng = child_rng(run_seed, birth)
+    return random_program(space, rng, rng.randint(*RANDOM_LENGTHS))

@@ -48,12 +48,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict[s
 
 
 @ray.remote(max_retries=3)
-def evaluate_remote(program_text: str, task_name: str) -> dict[str, Any]:
-    """Evaluate one program on one task in a worker process."""
+def evaluate_remote(program_text: str, tasks: list[str], tier: str = "A") -> dict[str, Any]:
+    """Evaluate one program on the run's tasks at ``tier`` in a worker process."""
     import torch
 
-    from ..evaluators import evaluate
+    from ..evaluators.suite import evaluate_suite
 
     torch.set_num_threads(1)
-    result = evaluate(parse_program(program_text), task_name)
-    return {"result": result.to_dict(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    result, evaluations = evaluate_suite(parse_program(program_text), tasks, tier)
+    return {"result": result.to_dict(), "evaluations": evaluations,
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}

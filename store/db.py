@@ -22,9 +22,23 @@ from typing import Any
 from sqlite_utils import Database
 
 SCHEMA = "evoprog-1"
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+RUN_STATUSES = ("running", "finished", "interrupted", "stopped", "failed")
 INDIVIDUAL_STATUSES = ("ok", "rejected", "failed")
+STATIC_REASON = "static"  # reason prefix of an evaluator's refusal before training
 BUSY_TIMEOUT_MS = 30_000
+# Per individual: attempts its mutation discarded before keeping it (statically invalid;
+# same pruned program as the parent). Added to older files on their first write.
+DISCARD_COLUMNS = ("discarded_invalid", "discarded_same")
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a rejection (``no progress``, ``unstable``, ...) without its details;
+    a leading task name (``char_lm: diverged: ...``) stays, so tasks can be told apart."""
+    parts = [part.strip() for part in reason.split(":")]
+    if len(parts) > 1 and parts[0].isidentifier() and parts[0].islower() \
+            and "_" in parts[0]:
+        return f"{parts[0]}: {parts[1]}"
+    return parts[0]
 
 
 class StoreError(Exception):
@@ -54,8 +68,10 @@ def _decode(row: dict, *json_columns: str) -> dict:
     for column in json_columns:
         if column in row:
             row[column] = _loads(row[column])
-    if "cache_hit" in row:
+    if "cache_hit" in row:  # an individual's row
         row["cache_hit"] = bool(row["cache_hit"])
+        for column in DISCARD_COLUMNS:  # absent from files not yet written to since
+            row.setdefault(column, 0)
     return row
 
 
@@ -80,10 +96,12 @@ def _create_schema(db: Database) -> None:
     db.table("individuals").create(
         {"id": int, "run_id": int, "birth": int, "program_hash": str, "parent_id": int,
          "mutation": str, "status": str, "reason": str, "fitness": float, "cache_hit": int,
-         "metrics": str, "eval_seconds": float, "created": str, "worker": str},
+         "metrics": str, "eval_seconds": float, "created": str, "worker": str,
+         **{column: int for column in DISCARD_COLUMNS}},
         pk="id",
-        not_null=["run_id", "birth", "program_hash", "status", "cache_hit", "created"],
-        defaults={"cache_hit": 0},
+        not_null=["run_id", "birth", "program_hash", "status", "cache_hit", "created",
+                  *DISCARD_COLUMNS],
+        defaults={"cache_hit": 0, **{column: 0 for column in DISCARD_COLUMNS}},
         foreign_keys=[("run_id", "runs", "id"), ("program_hash", "programs", "hash"),
                       ("parent_id", "individuals", "id")],
         if_not_exists=True,
@@ -99,6 +117,16 @@ def _create_schema(db: Database) -> None:
     individuals.create_index(["program_hash"], if_not_exists=True)
     db.table("evaluations").create_index(["individual_id"], if_not_exists=True)
     db.table("meta").insert({"key": "schema", "value": SCHEMA}, ignore=True)
+
+
+def _add_discard_columns(db: Database) -> None:
+    """Give an individuals table made before the discard counts its two columns (0 for
+    the rows already there: nothing was counted then)."""
+    individuals = db.table("individuals")
+    present = individuals.columns_dict
+    for column in DISCARD_COLUMNS:
+        if column not in present:
+            individuals.add_column(column, int, not_null_default=0)
 
 
 def _enable_wal(db: Database) -> None:
@@ -209,6 +237,13 @@ class Store:
     def _one(self, sql: str, params: Iterable[Any] = ()) -> dict | None:
         return next(self.db.query(sql, list(params)), None)
 
+    def _has_discard_columns(self) -> bool:
+        """Whether the file has the discard-count columns (a file made by an older
+        evoprog has not until its first write after an upgrade). Asked each time, not
+        cached: another connection may add them, or a rollback take them away."""
+        columns = self.db.table("individuals").columns_dict
+        return all(column in columns for column in DISCARD_COLUMNS)
+
     def _require_run(self, run_id: int) -> None:
         if self._one("SELECT id FROM runs WHERE id = ?", [run_id]) is None:
             raise StoreError(f"no run {run_id} in {self.path}")
@@ -227,12 +262,19 @@ class Store:
 
     def _run_rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict]:
         """Runs with their counts, computed in SQL so listing many runs stays cheap."""
+        # Older files without the discard columns read as if nothing was discarded.
+        present = self._has_discard_columns()
+        discarded = [f"i.{c}" if present else "0" for c in DISCARD_COLUMNS]
         rows = list(self.db.query(f"""
             SELECT r.*,
                    COUNT(i.id) AS individuals,
                    COALESCE(SUM(i.cache_hit = 0), 0) AS evaluated,
                    COALESCE(SUM(i.cache_hit = 1), 0) AS cache_hits,
                    COALESCE(SUM(i.status IN ('rejected', 'failed')), 0) AS rejected,
+                   COALESCE(SUM(i.cache_hit = 0 AND i.status IN ('rejected', 'failed')
+                                AND i.reason LIKE '{STATIC_REASON}%'), 0) AS static_rejected,
+                   COALESCE(SUM({discarded[0]}), 0) AS discarded_invalid,
+                   COALESCE(SUM({discarded[1]}), 0) AS discarded_same,
                    MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness,
                    COALESCE(SUM({_lines('p.text')}), 0) AS lines,
                    COALESCE(SUM({_lines('p.pruned_text')}), 0) AS pruned_lines
@@ -248,13 +290,18 @@ class Store:
             GROUP BY run_id, reason ORDER BY n DESC, reason
         """):
             if row["run_id"] in reasons:
-                reasons[row["run_id"]][row["reason"]] = row["n"]
+                counts = reasons[row["run_id"]]
+                kind = reason_kind(row["reason"])
+                counts[kind] = counts.get(kind, 0) + row["n"]
         for row in rows:
             _decode(row, "config")
-            row["rejected_by_reason"] = reasons[row["id"]]
-            # Every recorded individual is a generated program; redundant fraction is the
-            # share of their statements that pruning removes.
-            row["generated"] = row["individuals"]
+            row["rejected_by_reason"] = dict(sorted(reasons[row["id"]].items(),
+                                                    key=lambda kv: (-kv[1], kv[0])))
+            row["generated"] = (row["individuals"] + row["discarded_invalid"]
+                                + row["discarded_same"])
+            row["trained"] = row["evaluated"] - row["static_rejected"]
+            row["served_without_training"] = (
+                1 - row["trained"] / row["generated"] if row["generated"] else None)
             lines, pruned = row.pop("lines"), row.pop("pruned_lines")
             row["redundant_fraction"] = (lines - pruned) / lines if lines else None
         return rows
@@ -267,7 +314,28 @@ class Store:
         return rows[0]
 
     def runs(self) -> list[dict]:
-        """Every run, oldest first, with counts of individuals, cache hits and rejections."""
+        """Every run, oldest first, with the run's columns and these counts:
+
+        - ``individuals``: recorded individuals (the seed and every kept child).
+        - ``discarded_invalid``, ``discarded_same``: programs mutation made and threw away
+          before keeping a child: statically invalid, or with the same pruned program as
+          the parent (the structural cache answers them). Never recorded as individuals.
+        - ``generated``: every program the search made, ``individuals`` plus both
+          discarded counts; the base of the cache figures, as in the Lion paper.
+        - ``evaluated``: individuals sent to an evaluator (not served from the cache);
+          ``cache_hits``: individuals that reused an earlier result, by structural hash
+          or functional fingerprint. ``evaluated + cache_hits == individuals``.
+        - ``static_rejected``: evaluated individuals the evaluator refused before any
+          training (reason ``static: ...``); ``trained``: ``evaluated`` minus those.
+        - ``served_without_training``: the share of ``generated`` that never trained,
+          ``1 - trained / generated`` (discarded attempts, cache hits and static
+          rejections); None for a run with nothing generated.
+        - ``rejected``: individuals with status rejected or failed, cache hits included;
+          ``rejected_by_reason``: the same split by reason, most frequent first.
+        - ``redundant_fraction``: share of the recorded individuals' statements that
+          pruning removes (dead code); None without individuals.
+        - ``best_fitness``: the best fitness of an ``ok`` individual.
+        """
         return self._run_rows()
 
     def latest_run_id(self) -> int | None:
@@ -308,16 +376,24 @@ class Store:
         mutation: str | None, status: str, reason: str | None, fitness: float | None,
         metrics: dict, eval_seconds: float, cache_hit: bool = False,
         worker: str | None = None, evaluations: Iterable[dict] = (),
+        discarded_invalid: int = 0, discarded_same: int = 0,
     ) -> int:
         """Record an individual and its evaluations together, so a crash never leaves half.
 
-        The program must have been added first. A second individual with the same
-        (run_id, birth) raises StoreError and changes nothing.
+        ``discarded_invalid`` and ``discarded_same`` are the attempts its mutation threw
+        away before keeping it (``Mutation.invalid`` and ``Mutation.same``), so the run's
+        ``generated`` and ``served_without_training`` count them. The program must have
+        been added first. A second individual with the same (run_id, birth) raises
+        StoreError and changes nothing.
         """
         if status not in INDIVIDUAL_STATUSES:
             raise ValueError(f"status must be one of {INDIVIDUAL_STATUSES}, not {status!r}")
+        if discarded_invalid < 0 or discarded_same < 0:
+            raise ValueError("discarded counts cannot be negative")
         try:
             with self.transaction():
+                if not self._has_discard_columns():  # under the write lock: no race
+                    _add_discard_columns(self.db)
                 individuals = self.db.table("individuals")
                 individuals.insert({
                     "run_id": run_id, "birth": birth, "program_hash": program_hash,
@@ -325,6 +401,8 @@ class Store:
                     "reason": reason, "fitness": fitness, "cache_hit": int(bool(cache_hit)),
                     "metrics": _dumps(metrics), "eval_seconds": eval_seconds,
                     "created": _now(), "worker": worker,
+                    "discarded_invalid": int(discarded_invalid),
+                    "discarded_same": int(discarded_same),
                 })
                 individual_id = individuals.last_pk
                 rows = [{"individual_id": individual_id, "task": ev["task"],
@@ -356,7 +434,7 @@ class Store:
     def individual(self, individual_id: int) -> dict:
         """One individual with its program text, decoded metrics and its evaluations."""
         row = self._one("""
-            SELECT i.*, p.text, p.pruned_text, p.simplified
+            SELECT i.*, p.text, p.pruned_text, p.simplified, p.family
             FROM individuals i LEFT JOIN programs p ON p.hash = i.program_hash
             WHERE i.id = ?
         """, [individual_id])
@@ -447,3 +525,45 @@ class Store:
             ORDER BY i.id LIMIT 1
         """, [program_hash, family, task, task])
         return _decode(row, "metrics") if row else None
+
+    # -- later tiers ---------------------------------------------------------------------
+
+    def add_evaluations(self, individual_id: int, evaluations: Iterable[dict]) -> None:
+        """Record more evaluations of an individual (a funnel's later tiers) at once."""
+        rows = [{"individual_id": individual_id, "task": ev["task"], "tier": ev.get("tier"),
+                 "fitness": ev.get("fitness"), "status": ev["status"],
+                 "metrics": _dumps(ev.get("metrics") or {}), "seconds": ev.get("seconds")}
+                for ev in evaluations]
+        with self.transaction():
+            self.individual(individual_id)  # StoreError for an unknown id
+            if rows:
+                self.db.table("evaluations").insert_all(rows)
+
+    def has_evaluation(self, individual_id: int, task: str, tier: str) -> bool:
+        return self._one("SELECT id FROM evaluations WHERE individual_id = ? AND task = ? "
+                         "AND tier = ?", [individual_id, task, tier]) is not None
+
+    def tier_results(self, run_id: int, task: str) -> dict[int, dict[str, float | None]]:
+        """Individual id -> {tier: fitness} for the run's evaluations under ``task``."""
+        self._require_run(run_id)
+        out: dict[int, dict[str, float | None]] = {}
+        for row in self.db.query("""
+            SELECT e.individual_id, e.tier, e.fitness FROM evaluations e
+            JOIN individuals i ON i.id = e.individual_id
+            WHERE i.run_id = ? AND e.task = ? ORDER BY e.id
+        """, [run_id, task]):
+            out.setdefault(row["individual_id"], {})[row["tier"]] = row["fitness"]
+        return out
+
+    def top_at_tier(self, run_id: int, task: str, tier: str) -> list[dict]:
+        """Individuals of the run scored ``ok`` at ``tier`` under ``task``, best first,
+        each with its program text and ``tier_fitness``."""
+        self._require_run(run_id)
+        return [_decode(row, "metrics") for row in self.db.query("""
+            SELECT i.*, p.text, p.pruned_text, e.fitness AS tier_fitness
+            FROM evaluations e
+            JOIN individuals i ON i.id = e.individual_id
+            LEFT JOIN programs p ON p.hash = i.program_hash
+            WHERE i.run_id = ? AND e.task = ? AND e.tier = ? AND e.status = 'ok'
+            ORDER BY e.fitness DESC, i.birth
+        """, [run_id, task, tier])]

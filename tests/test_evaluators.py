@@ -10,7 +10,15 @@ import sys
 import pytest
 import torch
 
-from evoprog.evaluators import TASKS, DigitsMLP, EvalResult, Filters, evaluate, get_task
+from evoprog.evaluators import (
+    TASKS,
+    DigitsCNN,
+    DigitsMLP,
+    EvalResult,
+    Filters,
+    evaluate,
+    get_task,
+)
 from evoprog.evaluators.data import digits
 from evoprog.evaluators.trainer import ProgramOutputError, _fit, cosine_schedule
 from evoprog.programs.known import KNOWN
@@ -25,6 +33,16 @@ NO_FILTERS = Filters(progress_step=None)
 @pytest.fixture(scope="module")
 def adamw() -> EvalResult:
     return evaluate(KNOWN["adamw"].program())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Evaluate as search workers do (one thread each): on a shared, busy machine two
+    threads per process can slow a run past the tier's time limit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def comparable(result: EvalResult) -> dict:
@@ -104,37 +122,45 @@ def test_evaluation_is_bit_for_bit_reproducible(adamw):
 
 
 def test_evaluation_reproduces_across_processes():
-    task = "DigitsMLP(steps=30)"
+    # Every (seed, lr scale) row, the MLP's hand-written backward and the CNN's oneDNN
+    # convolutions must give the same bits in a fresh process.
     script = (
         "import json, torch\n"
         "torch.set_num_threads(1)\n"
-        "from evoprog.evaluators import DigitsMLP\n"
+        "from evoprog.evaluators import DigitsCNN, DigitsMLP\n"
         "from evoprog.programs.known import KNOWN\n"
-        f"r = {task}.evaluate(KNOWN['adamw'].program()).to_dict()\n"
-        "del r['seconds']\n"
-        "print(json.dumps(r))\n"
+        "out = []\n"
+        "for task in (DigitsMLP(steps=30), DigitsCNN(steps=10)):\n"
+        "    r = task.evaluate(KNOWN['adamw'].program()).to_dict()\n"
+        "    del r['seconds']\n"
+        "    out.append(r)\n"
+        "print(json.dumps(out))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = comparable(DigitsMLP(steps=30).evaluate(KNOWN["adamw"].program()))
+        here = [comparable(task.evaluate(KNOWN["adamw"].program()))
+                for task in (DigitsMLP(steps=30), DigitsCNN(steps=10))]
     finally:
         torch.set_num_threads(threads)
+    assert here[0]["metrics"]["per_scale"][2]["lr_scale"] == 10.0
     assert json.loads(out.stdout) == json.loads(json.dumps(here))
 
 
 def test_batched_seeds_match_seeds_run_alone():
     program = KNOWN["adamw"].program()
-    both = DigitsMLP(seeds=(0, 1), steps=60).evaluate(program).metrics
-    assert both["val_loss_per_seed"][0] != both["val_loss_per_seed"][1]  # seeds differ
+    both = DigitsMLP(seeds=(0, 1), steps=60).evaluate(program).metrics["per_scale"]
+    assert len(both) == 3  # tier A's lr scales, each with its own rows
     for i, seed in enumerate((0, 1)):
-        alone = DigitsMLP(seeds=(seed,), steps=60).evaluate(program).metrics
-        assert alone["val_loss_per_seed"][0] == pytest.approx(both["val_loss_per_seed"][i],
-                                                              abs=1e-5)
-        assert alone["val_accuracy_per_seed"][0] == pytest.approx(
-            both["val_accuracy_per_seed"][i], abs=1e-5)
+        alone = DigitsMLP(seeds=(seed,), steps=60).evaluate(program).metrics["per_scale"]
+        for pair, single in zip(both, alone, strict=True):
+            assert pair["val_loss_per_seed"][0] != pair["val_loss_per_seed"][1]  # seeds differ
+            assert single["val_loss_per_seed"][0] == pytest.approx(
+                pair["val_loss_per_seed"][i], abs=1e-5)
+            assert single["val_accuracy_per_seed"][0] == pytest.approx(
+                pair["val_accuracy_per_seed"][i], abs=1e-5)
 
 
 # --- filters ----------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from evoprog.programs.known import KNOWN_LAYERS, get_known
 from evoprog.programs.layer_export import export_known_layer, export_layer
 from evoprog.programs.layer_module import ProgramLayer
 from evoprog.programs.layer_ops import aggregate, group_count
-from evoprog.programs.layer_space import LayerSpace, random_program
+from evoprog.programs.layer_space import LayerSpace
 from evoprog.programs.mutation import mutate
 from evoprog.programs.program import ProgramError, format_program, parse_program
+from evoprog.programs.sampling import random_program
 from evoprog.programs.space import get_space
 from evoprog.search.pareto import pareto_front, pareto_tournament
 

@@ -241,3 +241,93 @@ def test_mutation_succeeds_in_a_small_space_that_allows_something():
     child, mutation = mutate(small.seed(), small, random.Random(0))
     assert mutation.kind == "change_op"
     assert child == parse_program("update = tanh(g)")
+
+
+class _Spy:
+    """The space, remembering every child mutate() checked, in order."""
+
+    def __init__(self, space):
+        self._space = space
+        self.checked: list[Program] = []
+
+    def __getattr__(self, name):
+        return getattr(self._space, name)
+
+    def invalid_reason(self, program):
+        self.checked.append(program)
+        return self._space.invalid_reason(program)
+
+
+def _expected_counts(space, parent: Program, discarded: list[Program]) -> tuple[int, int]:
+    """(invalid, same) judged afresh for each discarded attempt."""
+    parent_hash = space.hash(parent)
+    invalid = sum(space.invalid_reason(p) is not None for p in discarded)
+    same = sum(space.invalid_reason(p) is None and space.hash(p) == parent_hash
+               for p in discarded)
+    return invalid, same
+
+
+# One live line and many dead ones: most mutations change only dead code.
+MOSTLY_DEAD = parse_program(
+    "update = sign(g)\n" + "".join(f"t{k} = w * {k + 1}.5\n" for k in range(12)))
+
+
+def test_mutate_counts_the_attempts_it_discards():
+    totals = collections.Counter()
+    for parent in (MOSTLY_DEAD, SPACE.seed(), parse_program("update = sign(g)")):
+        for seed in range(40):
+            spy = _Spy(SPACE)
+            child, mutation = mutate(parent, spy, random.Random(seed))
+            assert spy.checked[-1] == child
+            expected = _expected_counts(SPACE, parent, spy.checked[:-1])
+            assert (mutation.invalid, mutation.same) == expected
+            assert mutation.invalid + mutation.same == len(spy.checked) - 1
+            totals[parent, "kept"] += 1
+            totals[parent, "invalid"] += mutation.invalid
+            totals[parent, "same"] += mutation.same
+    # Mutating dead code leaves the pruned program as it was: most attempts are "same".
+    assert totals[MOSTLY_DEAD, "same"] > 2 * totals[MOSTLY_DEAD, "kept"]
+    # Re-pointing the only argument of a one-line program breaks it (no dependence on g).
+    assert totals[parse_program("update = sign(g)"), "invalid"] > 0
+
+
+def test_mutate_counts_in_a_space_with_known_outcomes():
+    # Only modify_arg and change_op apply. modify_arg gives the same program (argument g
+    # drawn again) or an invalid one (update no longer depends on g); change_op to tanh
+    # is the one valid, different child.
+    small = dataclasses.replace(SPACE, ops=("sign", "tanh"), max_length=1,
+                                seed_text="update = sign(g)")
+    seen = collections.Counter()
+    for seed in range(60):
+        spy = _Spy(small)
+        child, mutation = mutate(small.seed(), spy, random.Random(seed))
+        assert child == parse_program("update = tanh(g)")
+        assert mutation.invalid + mutation.same == len(spy.checked) - 1
+        assert all(p != child for p in spy.checked[:-1])
+        same = sum(p == small.seed() for p in spy.checked[:-1])
+        assert (mutation.invalid, mutation.same) == (len(spy.checked) - 1 - same, same)
+        seen["invalid"] += mutation.invalid
+        seen["same"] += mutation.same
+    assert seen["invalid"] > 0 and seen["same"] > 0
+
+
+def test_counts_do_not_change_the_text_or_the_draws():
+    rng = random.Random(3)
+    child, mutation = mutate(MOSTLY_DEAD, SPACE, rng)
+    assert str(mutation) == f"{mutation.kind}: {mutation.detail}"
+    assert Mutation("insert", "line 2", invalid=3, same=4).__str__() == "insert: line 2"
+    # Same seed, same child, same counts, same generator state afterwards.
+    again = random.Random(3)
+    assert mutate(MOSTLY_DEAD, SPACE, again) == (child, mutation)
+    assert again.getstate() == rng.getstate()
+
+
+def test_mutation_failed_carries_the_counts():
+    tiny = dataclasses.replace(SPACE, ops=("sign",), max_length=1,
+                               seed_text="update = sign(g)")
+    spy = _Spy(tiny)
+    with pytest.raises(MutationFailed) as failed:
+        mutate(tiny.seed(), spy, random.Random(0), max_tries=200)
+    assert failed.value.invalid + failed.value.same == len(spy.checked) > 0
+    assert (failed.value.invalid, failed.value.same) == _expected_counts(
+        tiny, tiny.seed(), spy.checked)

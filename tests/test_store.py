@@ -297,3 +297,88 @@ def test_two_writers_on_one_file(tmp_path: Path):
             assert s.births(run["id"]) == set(range(per_writer))
             assert len(s.lineage(s.individuals(run["id"])[-1]["id"])) == per_writer
         assert s.db.table("evaluations").count == 2 * per_writer
+
+
+def test_discarded_attempts_count_as_generated_and_served(store: Store):
+    run_id = new_run(store)
+    seed = add(store, run_id, 0, "h0", fitness=0.5)  # trained
+    add(store, run_id, 1, "h1", seed, discarded_invalid=2, discarded_same=5)  # trained
+    add(store, run_id, 2, "h1", seed, cache_hit=True, discarded_same=3)
+    add(store, run_id, 3, "h2", seed, fitness=None, status="failed",
+        reason="static: 'x' is never assigned", discarded_invalid=1)
+    add(store, run_id, 4, "h3", seed, fitness=None, status="rejected", reason="nan")
+    run = store.run(run_id)
+    assert (run["discarded_invalid"], run["discarded_same"]) == (3, 8)
+    assert run["individuals"] == 5 and run["generated"] == 5 + 3 + 8
+    assert (run["evaluated"], run["cache_hits"]) == (4, 1)
+    assert run["static_rejected"] == 1
+    assert run["trained"] == 3  # h0, h1 and the nan rejection, which did start training
+    assert run["served_without_training"] == pytest.approx(1 - 3 / 16)
+    assert run["rejected"] == 2
+    assert run["rejected_by_reason"] == {"nan": 1, "static": 1}  # kinds, not details
+    rows = store.individuals(run_id)
+    assert [(r["discarded_invalid"], r["discarded_same"]) for r in rows] == [
+        (0, 0), (2, 5), (0, 3), (1, 0), (0, 0)]
+    assert store.individual(rows[1]["id"])["discarded_same"] == 5
+    empty = store.run(new_run(store))
+    assert empty["generated"] == 0 and empty["served_without_training"] is None
+    with pytest.raises(ValueError, match="negative"):
+        add(store, run_id, 5, "h4", seed, discarded_same=-1)
+    assert store.births(run_id) == {0, 1, 2, 3, 4}
+
+
+def _columns(path: Path, table: str = "individuals") -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    finally:
+        conn.close()
+
+
+def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with Store.open(path) as s:
+        run_id = new_run(s)
+        seed = add(s, run_id, 0, "h0")
+        add(s, run_id, 1, "h1", seed, cache_hit=True)
+    conn = sqlite3.connect(path)  # make it a file written before the discard counts
+    for column in ("discarded_invalid", "discarded_same"):
+        conn.execute(f"ALTER TABLE individuals DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    assert "discarded_same" not in _columns(path)
+
+    with Store.open(path, create=False) as reader:
+        run = reader.run(run_id)
+        assert (run["generated"], run["discarded_invalid"], run["discarded_same"]) == (2, 0, 0)
+        assert run["served_without_training"] == pytest.approx(0.5)
+        assert reader.individuals(run_id)[1]["discarded_same"] == 0
+        assert reader.top(run_id)[0]["discarded_invalid"] == 0
+    assert "discarded_same" not in _columns(path)  # reading never writes
+
+    with Store.open(path) as writer:
+        add(writer, run_id, 2, "h2", seed, discarded_invalid=4, discarded_same=6)
+        run = writer.run(run_id)
+        assert run["generated"] == 3 + 10 and run["trained"] == 2
+        assert [(r["discarded_invalid"], r["discarded_same"])
+                for r in writer.individuals(run_id)] == [(0, 0), (0, 0), (4, 6)]
+        add(writer, run_id, 3, "h3", seed, discarded_same=1)  # columns there now
+    assert {"discarded_invalid", "discarded_same"} <= set(_columns(path))
+
+
+def test_failed_write_to_an_old_file_leaves_it_unchanged(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with Store.open(path) as s:
+        run_id = new_run(s)
+        add(s, run_id, 0, "h0")
+    conn = sqlite3.connect(path)
+    for column in ("discarded_invalid", "discarded_same"):
+        conn.execute(f"ALTER TABLE individuals DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    with Store.open(path) as s:
+        with pytest.raises(StoreError, match="already has an individual with birth 0"):
+            add(s, run_id, 0, "h1", discarded_same=2)
+        assert "discarded_same" not in _columns(path)  # rolled back with the insert
+        add(s, run_id, 1, "h1", discarded_same=2)  # and added by the next good write
+        assert s.run(run_id)["generated"] == 4

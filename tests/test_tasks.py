@@ -33,6 +33,16 @@ ALL = [DigitsMLP, DigitsCNN, CharLM]
 FLOOR = {"digits_mlp": 0.85, "digits_cnn": 0.7, "char_lm": 0.2}  # seed's metric at tier A
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Evaluate as search workers do (one thread each): on a shared, busy machine two
+    threads per process can slow a run past the tier's time limit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def comparable(result: EvalResult) -> dict:
     data = result.to_dict()
     del data["seconds"]
@@ -76,6 +86,18 @@ def test_flat_cnn_matches_nn_sequential():
                                 strict=True):
                 p.copy_(value[0])
             assert torch.allclose(net(x[s].view(5, 1, 8, 8)), batched[s], atol=1e-5)
+
+
+def test_flat_mlp_hand_written_backward_matches_autograd():
+    model = DigitsMLP(hidden=(32, 16)).model()
+    theta = model.init([torch.Generator().manual_seed(s) for s in (0, 1, 2)])
+    x, y = torch.rand(3, 20, 64), torch.randint(0, 10, (3, 20))
+    losses, grad = model.loss_and_grad(theta, x, y)
+    leaf = theta.clone().requires_grad_(True)
+    expected = model.losses(leaf, x, y)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), leaf)
+    assert torch.allclose(losses, expected.detach(), atol=1e-6)
+    assert torch.allclose(grad, expected_grad, atol=1e-7)
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
@@ -161,3 +183,76 @@ def test_funnel_promotes_only_the_best():
     assert [len(r) for r in records] == [1, 1, 2, 1]
     assert records[2][1].ok and records[2][1].metrics["steps"] == 120
     assert calls.count(("digits_mlp", "B")) == 1
+
+
+# --- learning-rate scales ---------------------------------------------------------------
+
+SGD = KNOWN["sgd"].program(lr=0.1)
+
+
+def test_lr_scales_are_bit_for_bit_reproducible_and_pick_the_best_scale():
+    task = DigitsMLP(normalize=False, steps=20, lr_scales=(1, 3, 10))
+    assert task.settings.lr_scales == (1.0, 3.0, 10.0)
+    first, again = task.evaluate(SGD), task.evaluate(SGD)
+    assert comparable(first) == comparable(again)
+    per_scale = first.metrics["per_scale"]
+    assert [e["lr_scale"] for e in per_scale] == [1.0, 3.0, 10.0]
+    assert all(e["status"] == "ok" for e in per_scale)
+    best = max(per_scale, key=lambda e: e["metric"])
+    assert first.metrics["lr_scale"] == best["lr_scale"] != 1.0
+    assert first.fitness == first.metrics["metric"] == best["metric"]
+    assert first.metrics["val_accuracy_per_seed"] == best["val_accuracy_per_seed"]
+    # Each scale trains as it would alone: the program sees lr x scale.
+    alone = DigitsMLP(normalize=False, steps=20, lr_scales=(best["lr_scale"],)).evaluate(SGD)
+    assert alone.fitness == pytest.approx(best["metric"], abs=1e-5)
+    scaled = DigitsMLP(normalize=False, steps=20, lr_scales=(1,)).evaluate(
+        KNOWN["sgd"].program(lr=0.1 * best["lr_scale"]))
+    assert scaled.fitness == pytest.approx(best["metric"], abs=1e-5)
+
+
+def test_a_diverging_scale_does_not_reject_the_candidate():
+    result = DigitsMLP(normalize=False, steps=20, lr_scales=(1, 1000, 3)).evaluate(SGD)
+    assert result.status == "ok" and result.metrics["lr_scale"] == 3.0
+    low, diverged, high = result.metrics["per_scale"]
+    assert diverged["status"] == "rejected" and diverged["reason"] == "diverged"
+    assert diverged["stopped_at_step"] <= 5 and "metric" not in diverged
+    # The rows of the other scales train on as if the diverged ones had never been there.
+    without = DigitsMLP(normalize=False, steps=20, lr_scales=(1, 3)).evaluate(SGD)
+    for kept, reference in zip((low, high), without.metrics["per_scale"], strict=True):
+        assert kept["status"] == "ok" and kept["lr_scale"] == reference["lr_scale"]
+        assert kept["metric"] == pytest.approx(reference["metric"], abs=1e-5)
+
+
+def test_the_candidate_is_rejected_when_every_scale_fails():
+    result = DigitsMLP(normalize=False, steps=20, lr_scales=(300, 1000)).evaluate(SGD)
+    assert (result.status, result.reason, result.fitness) == ("rejected", "diverged", None)
+    steps = [e["stopped_at_step"] for e in result.metrics["per_scale"]]
+    assert all(e["status"] == "rejected" for e in result.metrics["per_scale"])
+    assert result.metrics["stopped_at_step"] == max(steps)
+
+
+def test_scales_filter_progress_per_scale_and_normalize_at_the_same_scales():
+    # At scale 1e-6 AdamW makes no progress by step 10; at scale 1 it does.
+    task = DigitsMLP(steps=20, lr_scales=(1e-6, 1), filters=Filters(progress_step=10))
+    result = task.evaluate(KNOWN["adamw"].program())
+    slow, fine = result.metrics["per_scale"]
+    assert (slow["status"], slow["reason"], slow["stopped_at_step"]) == (
+        "rejected", "no progress", 10)
+    assert result.ok and result.metrics["lr_scale"] == 1.0 == fine["lr_scale"]
+    seed = task.evaluate(OptimizerSpace.seed())
+    assert seed.fitness == 1.0 and seed.metrics["metric"] == result.metrics["seed_metric"]
+
+
+def test_a_program_that_ignores_lr_trains_one_scale_for_all():
+    result = DigitsMLP(normalize=False, steps=10, lr_scales=(1, 3)).evaluate(
+        parse_program("update = g * 0.01"))
+    first, second = result.metrics["per_scale"]
+    assert result.metrics["lr_scale"] == 1.0
+    assert {k: v for k, v in first.items() if k != "lr_scale"} == {
+        k: v for k, v in second.items() if k != "lr_scale"}
+
+
+@pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -3.0), (math.inf,)])
+def test_lr_scales_must_be_positive(scales):
+    with pytest.raises(ValueError, match="lr_scales"):
+        DigitsMLP(steps=5, lr_scales=scales).evaluate(SGD)

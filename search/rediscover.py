@@ -1,0 +1,250 @@
+"""Rediscovery: can search alone find Lion from AdamW, or an EvoNorm from BN-ReLU?
+
+For each seed, one evolution run from the warm start and (as the baseline) one random
+search run with the same budget. Each run is then replayed from the store: the aging
+population is rebuilt in birth order and, after every birth, its 10 best distinct
+programs are checked with the analysis's recognizer. The first time a program of the
+target family is among them is the rediscovery, reported with how many children were
+generated and evaluated by then and the wall time. The found program is compared with
+the warm start on a costlier tier, and the best one is tried on held-out tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..evaluators.suite import evaluate_suite
+from ..programs.known import get_known
+from ..programs.program import Program, parse_program
+from ..programs.space import Space, get_space
+from ..store import Store
+from .driver import Progress, Search, SearchConfig
+
+TOP = 10
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to rediscover: the family searched, the known programs that count as found,
+    the tasks searched on, held-out tasks for transfer, and the references there."""
+
+    family: str
+    names: frozenset[str]
+    tasks: tuple[str, ...]
+    transfer_tasks: tuple[str, ...]
+    references: tuple[str, ...]
+
+
+TARGETS = {
+    "lion": Target("optimizer", frozenset({"lion"}), ("digits_cnn", "char_lm"),
+                   ("digits_mlp",), ("adamw_paper", "adamw", "lion")),
+    "evonorm": Target("layer", frozenset({"evonorm_s0", "evonorm_b0"}), ("digits_layers",),
+                      ("digits_layers_small_batch",), ("bn_relu", "evonorm_s0",
+                                                       "evonorm_b0")),
+}
+
+
+@dataclass
+class RunReport:
+    """One run's answer: did the target family reach the population's top 10, when."""
+
+    run_id: int
+    seed: int
+    strategy: str
+    individuals: int
+    generated: int
+    evaluated: int
+    seconds: float
+    best_fitness: float | None
+    found: bool = False
+    found_as: str | None = None
+    individual_id: int | None = None
+    birth: int | None = None
+    generated_by_then: int | None = None
+    evaluated_by_then: int | None = None
+    seconds_by_then: float | None = None
+    fitness: float | None = None
+    compare_tier: str | None = None
+    ratio_to_start: float | None = None  # fitness at compare_tier over the warm start's
+    lineage: list[str] = field(default_factory=list)
+    pruned: str | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (evaluated, best)
+
+
+@dataclass
+class Report:
+    target: str
+    config: dict[str, Any]
+    runs: list[RunReport]
+    transfer: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "config": self.config,
+                "runs": [asdict(r) for r in self.runs], "transfer": self.transfer}
+
+    def summary(self) -> dict[str, str]:
+        """Per strategy: 'found in k of n seeds'."""
+        out = {}
+        for strategy in ("evolution", "random"):
+            runs = [r for r in self.runs if r.strategy == strategy]
+            if runs:
+                out[strategy] = f"{sum(r.found for r in runs)} of {len(runs)}"
+        return out
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> RunReport:
+    """Replay a recorded run and find when the target family first reached the top."""
+    run = store.run(run_id)
+    config = SearchConfig.from_dict(run["config"])
+    space = get_space(run["family"])
+    individuals = store.individuals(run_id)
+    started = _time(run["created"])
+    population: deque[dict] = deque()
+    recognized: dict[str, str | None] = {}  # program hash -> known name or None
+    fingerprints: dict[str, str] = {}  # program hash -> functional fingerprint
+    generated = evaluated = 0
+    best = -math.inf
+    curve: list[tuple[int, float]] = []
+    report = RunReport(run_id, config.seed, config.strategy, len(individuals), 0, 0,
+                       0.0, None)
+    for ind in individuals:
+        generated += 1 + int(ind.get("discarded_invalid") or 0) + \
+            int(ind.get("discarded_same") or 0)
+        evaluated += not ind["cache_hit"]
+        if ind["status"] != "ok" or ind["fitness"] is None:
+            continue
+        if ind["fitness"] > best:
+            best = ind["fitness"]
+            curve.append((evaluated, best))
+        population.append(ind)
+        while len(population) > config.population:
+            population.popleft()
+        if report.found:
+            continue
+        for member in _best_distinct(population, top, space, fingerprints):
+            key = member["program_hash"]
+            if key not in recognized:
+                match = space.recognize(parse_program(member["text"]))
+                recognized[key] = str(match) if match and match.name in target.names \
+                    else None
+            if recognized[key]:
+                report.found, report.found_as = True, recognized[key]
+                report.individual_id, report.birth = member["id"], ind["birth"]
+                report.generated_by_then, report.evaluated_by_then = generated, evaluated
+                report.seconds_by_then = (_time(ind["created"]) - started).total_seconds()
+                report.fitness = member["fitness"]
+                report.pruned = member["pruned_text"]
+                report.lineage = [r["mutation"] or "(seed)"
+                                  for r in store.lineage(member["id"])]
+                break
+    report.generated, report.evaluated = generated, evaluated
+    report.best_fitness = None if best == -math.inf else best
+    if individuals:
+        report.seconds = (_time(individuals[-1]["created"]) - started).total_seconds()
+    report.curve = curve
+    return report
+
+
+def _best_distinct(population: deque[dict], top: int, space: Space,
+                   fingerprints: dict[str, str]) -> list[dict]:
+    """The ``top`` best members computing different functions (fingerprints)."""
+    seen: set[str] = set()
+    out = []
+    for member in sorted(population, key=lambda m: (-m["fitness"], m["birth"])):
+        key = fingerprints.get(member["program_hash"])
+        if key is None:
+            key = fingerprints[member["program_hash"]] = space.fingerprint(
+                parse_program(member["text"]))
+        if key not in seen:
+            seen.add(key)
+            out.append(member)
+            if len(out) == top:
+                break
+    return out
+
+
+def _fitness(program: Program, tasks: Sequence[str], tier: str) -> float | None:
+    result, _ = evaluate_suite(program, tasks, tier)
+    return result.fitness if result.ok else None
+
+
+def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
+               max_seconds: float | None = None, population: int = 100,
+               tournament: int = 10, parallel: int = 0, tasks: Sequence[str] = (),
+               random_baseline: bool = True, compare_tier: str | None = "B",
+               transfer_tiers: Sequence[str] = ("A", "B"), address: str | None = None,
+               on_progress: Callable[[str, Progress], None] | None = None,
+               on_run: Callable[[RunReport], None] | None = None) -> Report:
+    """Run the searches, analyse them, compare and transfer; everything is recorded in
+    ``store`` (one run per seed and strategy), so the report can be rebuilt later."""
+    target = TARGETS[name]
+    tasks = list(tasks) or list(target.tasks)
+    strategies = ("evolution", "random") if random_baseline else ("evolution",)
+    reports: list[RunReport] = []
+    start_fitness: float | None = None
+    space = get_space(target.family)
+    for seed in seeds:
+        for strategy in strategies:
+            config = SearchConfig(family=target.family, budget=budget, population=population,
+                                  tournament=tournament, seed=seed, tasks=tasks,
+                                  parallel=parallel, strategy=strategy,
+                                  max_seconds=max_seconds)
+            label = f"{strategy} seed {seed}"
+            search = Search.start(store, config, address, on_progress=(
+                (lambda p, label=label: on_progress(label, p)) if on_progress else None))
+            search.run()
+            report = analyze_run(store, search.run_id, target)
+            if report.found and compare_tier:
+                if start_fitness is None:
+                    start_fitness = _fitness(space.seed(), tasks, compare_tier)
+                found = store.individual(report.individual_id)
+                value = _fitness(parse_program(found["text"]), tasks, compare_tier)
+                report.compare_tier = compare_tier
+                if value is not None and start_fitness:
+                    report.ratio_to_start = value / start_fitness
+            reports.append(report)
+            if on_run:
+                on_run(report)
+    rows = _transfer(store, target, reports, transfer_tiers) if transfer_tiers else []
+    config = {"seeds": list(seeds), "budget": budget, "max_seconds": max_seconds,
+              "population": population, "tournament": tournament, "tasks": tasks,
+              "compare_tier": compare_tier, "transfer_tiers": list(transfer_tiers)}
+    return Report(name, config, reports, rows)
+
+
+def _transfer(store: Store, target: Target, reports: list[RunReport],
+              tiers: Sequence[str]) -> list[dict]:
+    """The best program evolution found (preferring the target family) and the
+    references, each on the held-out tasks at tiers A and B."""
+    evolved = [r for r in reports if r.strategy == "evolution"]
+    found = [r for r in evolved if r.found]
+    if found:
+        best = max(found, key=lambda r: r.fitness or -math.inf)
+        candidate_id = best.individual_id
+    else:
+        runs = [r for r in evolved if r.best_fitness is not None]
+        if not runs:
+            return []
+        best_run = max(runs, key=lambda r: r.best_fitness)
+        candidate_id = store.top(best_run.run_id, 1)[0]["id"]
+    candidate = store.individual(candidate_id)
+    programs = {f"evolved (individual {candidate_id})": parse_program(candidate["text"])}
+    for name in target.references:
+        programs[name] = get_known(name).program()
+    rows = []
+    for label, program in programs.items():
+        row: dict[str, Any] = {"program": label}
+        for task in target.transfer_tasks:
+            for tier in tiers:
+                row[f"{task}@{tier}"] = _fitness(program, [task], tier)
+        rows.append(row)
+    return rows

@@ -1,0 +1,100 @@
+"""The command line for layer searches and for rediscovery: real Ray, SQLite, training."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from evoprog.programs.known import get_known
+from evoprog.search.cli import cli
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def layer_run(tmp_path_factory, ray_local):
+    db = tmp_path_factory.mktemp("layers") / "layers.db"
+    result = invoke("search", "layer", "--budget", "6", "--population", "3",
+                    "--tournament", "2", "--parallel", "2", "--db", db)
+    assert result.exit_code == 0, result.output
+    return db, result
+
+
+def test_layer_search_records_per_architecture_scores(layer_run):
+    db, result = layer_run
+    assert result.output.startswith("run 1 (layer, budget 6")
+    runs = json.loads(invoke("runs", "--json", "--db", db).output)
+    assert runs[0]["family"] == "layer" and runs[0]["individuals"] == 6
+    top = json.loads(invoke("top", "1", "--json", "--db", db).output)
+    assert top and all(set(row["scores"]) == {"resnet", "mobilenet", "plain"} for row in top)
+    assert any(row["pareto_front"] for row in top)
+    seed = [row for row in top if row["birth"] == 0]
+    if seed:  # the BN-ReLU seed is recognized as itself
+        assert seed[0]["recognized"]["family"] == "bn_relu"
+
+
+def test_layer_show_export_and_plot(layer_run, tmp_path):
+    db, _ = layer_run
+    shown = invoke("show", "1", "--db", db)
+    assert shown.exit_code == 0 and "batch_mean(x)" in shown.output
+    assert "BN-ReLU" in shown.output
+    out = tmp_path / "layer.py"
+    assert invoke("export", "1", "-o", out, "--name", "Found", "--db", db).exit_code == 0
+    spec = importlib.util.spec_from_file_location("found_layer", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    layer = module.Found(8)
+    y = layer(torch.randn(4, 8, 3, 3))
+    assert y.shape == (4, 8, 3, 3) and (y >= 0).all()  # BN-ReLU ends in a ReLU
+    image = tmp_path / "layers.png"
+    assert invoke("plot", "1", "-o", image, "--db", db).exit_code == 0
+    assert image.stat().st_size > 10_000
+
+
+def test_analyze_and_export_layer_text(tmp_path):
+    s0 = str(get_known("evonorm_s0").program())
+    result = invoke("analyze", "-", "--family", "layer", "--json", input=s0)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["recognized"]["family"] == "evonorm_s0"
+    bad = invoke("analyze", "-", "--family", "layer", input="y = batch_mean(q)\n")
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "'q'" in bad.output
+    path = tmp_path / "s0.txt"
+    path.write_text(s0)
+    out = tmp_path / "s0.py"
+    result = invoke("export", path, "--family", "layer", "-o", out)
+    assert result.exit_code == 0 and "class EvolvedLayer(nn.Module)" in out.read_text()
+    known = json.loads(invoke("known", "--json").output)
+    assert {"evonorm_s0", "evonorm_b0", "bn_relu", "lion"} <= {k["name"] for k in known}
+
+
+def test_search_layer_rejects_optimizer_tasks(tmp_path):
+    result = invoke("search", "layer", "--tasks", "digits_mlp", "--db", tmp_path / "x.db")
+    assert result.exit_code == 2 and "scores optimizer programs" in result.output
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
+    report_path, plot_path = tmp_path / "report.json", tmp_path / "curve.png"
+    result = invoke("rediscover", "lion", "--seeds", "1", "--budget", "5", "--population",
+                    "3", "--tournament", "2", "--parallel", "2", "--tasks", "digits_mlp",
+                    "--compare-tier", "none", "--transfer-tiers", "A", "--report",
+                    report_path, "--plot", plot_path, "--quiet", "--db", tmp_path / "r.db")
+    assert result.exit_code == 0, result.output
+    assert "rediscovering lion" in result.output
+    report = json.loads(report_path.read_text())
+    assert [(r["strategy"], r["seed"]) for r in report["runs"]] == [("evolution", 0),
+                                                                     ("random", 0)]
+    for run in report["runs"]:
+        assert run["individuals"] == 5 and run["generated"] >= 5
+        assert run["found"] in (True, False) and run["curve"]
+    programs = [row["program"] for row in report["transfer"]]
+    assert programs[1:] == ["adamw_paper", "adamw", "lion"]
+    assert report["transfer"][1]["digits_mlp@A"] is not None  # the references train
+    assert plot_path.stat().st_size > 10_000
+    runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
+    assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]

@@ -1,0 +1,144 @@
+"""Search options beyond the plain single-task evolution: several tasks, the funnel,
+random search and random starts, Pareto selection, a time limit, and the rediscovery
+report built from a run's records."""
+
+import random
+
+import pytest
+
+from evoprog.programs.known import get_known
+from evoprog.programs.layer_space import LayerSpace
+from evoprog.programs.program import format_program
+from evoprog.programs.space import OptimizerSpace
+from evoprog.search.driver import Search, SearchConfig
+from evoprog.search.evolution import AgingPopulation, Member, make_random
+from evoprog.search.rediscover import TARGETS, analyze_run
+from evoprog.store import Store
+
+
+def small(**options):
+    return SearchConfig(**{"budget": 6, "population": 4, "tournament": 2, "parallel": 2,
+                           **options})
+
+
+def test_config_checks_tasks_against_the_family():
+    with pytest.raises(ValueError, match="unknown task"):
+        small(tasks=["imagenet"]).validate()
+    with pytest.raises(ValueError, match="scores layer programs"):
+        small(tasks=["digits_layers"]).validate()
+    with pytest.raises(ValueError, match="funnel tiers"):
+        small(funnel=["A"]).validate()
+    layer = small(family="layer")
+    layer.validate()
+    assert layer.tasks == ["digits_layers"] and layer.selection == "pareto"
+    optimizer = small()
+    optimizer.validate()
+    assert optimizer.tasks == ["digits_mlp"] and optimizer.selection == "fitness"
+    old = SearchConfig.from_dict({"task": "char_lm", "budget": 3, "retired_option": 1})
+    assert old.tasks == ["char_lm"] and old.budget == 3
+
+
+def test_pareto_tournament_picks_a_front_member():
+    population = AgingPopulation(size=10, tournament=10, selection="pareto")
+    scores = [{"a": 0.9, "b": 0.1}, {"a": 0.5, "b": 0.5}, {"a": 0.4, "b": 0.4},
+              {"a": 0.1, "b": 0.9}, {"a": 0.2, "b": 0.2}]
+    for birth, s in enumerate(scores):
+        population.add(Member(birth, birth, OptimizerSpace.seed(), sum(s.values()) / 2, s))
+    picks = {population.select(random.Random(i)).birth for i in range(60)}
+    assert picks == {0, 1, 3}  # the dominated (0.4, 0.4) and (0.2, 0.2) never win
+
+
+def test_random_programs_are_valid_and_deterministic():
+    for space in (OptimizerSpace, LayerSpace):
+        programs = [make_random(space, run_seed=1, birth=b) for b in range(30)]
+        assert all(space.invalid_reason(p) is None for p in programs)
+        assert programs == [make_random(space, run_seed=1, birth=b) for b in range(30)]
+        assert len({format_program(p) for p in programs}) > 25
+    # Random optimizer programs may keep state, as evolved ones do.
+    assert any("m" in p.assigned() or "v" in p.assigned()
+               for p in (make_random(OptimizerSpace, 2, b) for b in range(30)))
+
+
+def test_random_start_and_random_strategy_make_random_children(tmp_path):
+    with Store.open(tmp_path / "s.db") as store:
+        config = small(start="random", population=3)
+        config.validate()
+        run_id = store.create_run("optimizer", 0, 6, config.__dict__, "local")
+        search = Search(store, run_id, config)
+        assert [search._make(b).mutation for b in range(3)] == ["random"] * 3
+        assert search._make(0).program != OptimizerSpace.seed()
+        baseline = small(strategy="random")
+        baseline.validate()
+        search = Search(store, run_id, baseline)
+        assert search._make(0).program == OptimizerSpace.seed()  # the common reference
+        assert search._make(5).mutation == "random" and search._make(5).parent_id is None
+
+
+def test_search_on_two_tasks_scores_each(tmp_path, ray_local):
+    with Store.open(tmp_path / "m.db") as store:
+        run_id = Search.start(store, small(tasks=["digits_mlp", "char_lm"])).run()
+        individuals = store.individuals(run_id)
+        seed = store.individual(individuals[0]["id"])
+    assert [e["task"] for e in seed["evaluations"]] == ["digits_mlp", "char_lm"]
+    scores = seed["metrics"]["scores"]
+    assert set(scores) == {"digits_mlp", "char_lm"}
+    assert seed["fitness"] == pytest.approx(sum(scores.values()) / 2)
+    assert scores["digits_mlp"] == pytest.approx(1.0)  # the seed is the reference
+    ok = [i for i in individuals if i["status"] == "ok" and not i["cache_hit"]]
+    assert all(set(i["metrics"]["scores"]) == set(scores) for i in ok)
+
+
+def test_funnel_promotes_the_best_to_tier_b(tmp_path, ray_local):
+    config = small(budget=5, funnel=["B"], promote=1)
+    with Store.open(tmp_path / "f.db") as store:
+        run_id = Search.start(store, config).run()
+        best = store.top(run_id, 1)[0]
+        tiers = store.tier_results(run_id, "digits_mlp")
+        promoted = store.top_at_tier(run_id, "digits_mlp", "B")
+        assert store.run(run_id)["status"] == "finished"
+    assert set(tiers[best["id"]]) == {"A", "B"}
+    assert [r["id"] for r in promoted] == [best["id"]]
+    assert sum("B" in t for t in tiers.values()) == 1  # only the best went on
+
+
+def test_time_limit_stops_and_resume_finishes(tmp_path, ray_local):
+    path = tmp_path / "t.db"
+    with Store.open(path) as store:
+        search = Search.start(store, small(budget=12, max_seconds=0.01))
+        search.run()
+        run = store.run(search.run_id)
+        assert run["status"] == "stopped"
+        assert len(store.individuals(search.run_id)) < 12
+        Search.resume(store, search.run_id).run()
+        assert store.run(search.run_id)["status"] == "finished"
+        assert [i["birth"] for i in store.individuals(search.run_id)] == list(range(12))
+
+
+def _record(store, run_id, birth, program, fitness, parent=None):
+    text = format_program(program)
+    key = OptimizerSpace.hash(program)
+    store.add_program(key, "optimizer", text, format_program(OptimizerSpace.prune(program)))
+    return store.add_individual(run_id, birth, key, parent, None if parent is None else
+                                "change_op: test", "ok", None, fitness, {}, 0.1)
+
+
+def test_rediscovery_report_finds_lion_entering_the_top(tmp_path):
+    """The analysis side of the report, on records whose answer is known."""
+    lion = get_known("lion").program(beta1=0.85, beta2=0.98, lr=3e-4)
+    signum = get_known("signum").program()
+    with Store.open(tmp_path / "r.db") as store:
+        config = small(budget=13, population=12)
+        config.validate()
+        run_id = store.create_run("optimizer", 0, 13, config.__dict__, "local")
+        seed_id = _record(store, run_id, 0, OptimizerSpace.seed(), 1.0)
+        for birth in range(1, 11):  # ten better programs fill the top 10
+            _record(store, run_id, birth, get_known("adamw_paper").program(
+                weight_decay=0.01 * birth), 1.0 + birth / 100, seed_id)
+        _record(store, run_id, 11, signum, 0.5, seed_id)  # not the target, and worse
+        lion_id = _record(store, run_id, 12, lion, 1.05, seed_id)
+        report = analyze_run(store, run_id, TARGETS["lion"])
+    assert report.found and report.birth == 12 and report.individual_id == lion_id
+    assert "beta1=0.85" in report.found_as
+    assert report.generated_by_then == 13 and report.evaluated_by_then == 13
+    assert report.lineage == ["(seed)", "change_op: test"]
+    assert [fitness for _, fitness in report.curve] == sorted(f for _, f in report.curve)
