@@ -262,9 +262,8 @@ def _run_or_latest(store: Store, run_id: int | None) -> int:
 
 def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     """The best functionally distinct programs with what a reader compares them by:
-    fitness at every
-    tier reached, per-task (per-architecture) scores, Pareto-front membership, and the
-    known program each computes."""
+    fitness at every tier reached, per-task (per-architecture) scores, Pareto-front
+    membership, and the known program each computes."""
     run = store.run(run_id)
     config = SearchConfig.from_dict(run["config"])
     tasks = config.tasks or list(DEFAULT_TASKS[run["family"]])
@@ -603,22 +602,39 @@ def export(target: str, output: Path, class_name: str | None, family: str,
               default=None, help="Write the report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Plot best fitness against children evaluated.")
+@click.option("--runs", "run_ids", default="",
+              help="Comma-separated ids of recorded runs: rebuild their report instead of "
+                   "searching (the search options are then unused).")
 @click.option("--address", default=None, help="Ray cluster to join.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
                tasks: str, random_baseline: bool, compare_tier: str, transfer_tiers: str,
-               report_path: Path | None, plot_path: Path | None, address: str | None,
-               quiet: bool, db_path: Path) -> None:
+               report_path: Path | None, plot_path: Path | None, run_ids: str,
+               address: str | None, quiet: bool, db_path: Path) -> None:
     """Search for Lion from AdamW (or an EvoNorm from BN-ReLU) with several seeds and
     report, per seed, whether and when the target family reached the top 10, against
     random search with the same budget."""
     from rich.progress import Progress as Bar
 
     from .rediscover import rediscover as run_rediscovery
+    from .rediscover import report_runs
 
     tiers = [] if transfer_tiers.strip().lower() == "none" else _split(transfer_tiers)
+    compare = None if compare_tier == "none" else compare_tier
+    if run_ids:
+        try:
+            ids = [int(part) for part in _split(run_ids)]
+        except ValueError:
+            raise UserError(f"--runs takes run ids such as 1,2,3, got {run_ids!r}") from None
+        with open_existing(db_path) as store:
+            try:
+                report = report_runs(store, target, ids, compare, tiers)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        _write_rediscovery(report, report_path, plot_path)
+        return
     bar = Bar(console=err_console, disable=quiet)
     task = bar.add_task("rediscover", total=None)
 
@@ -636,10 +652,13 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             report = run_rediscovery(
                 store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
                 population, tournament, parallel, _split(tasks), random_baseline,
-                None if compare_tier == "none" else compare_tier, tiers, address,
-                on_progress=progress, on_run=finished)
+                compare, tiers, address, on_progress=progress, on_run=finished)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+    _write_rediscovery(report, report_path, plot_path)
+
+
+def _write_rediscovery(report, report_path: Path | None, plot_path: Path | None) -> None:
     _print_rediscovery(report)
     if report_path:
         report_path.write_text(json.dumps(report.to_json(), indent=2))

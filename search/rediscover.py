@@ -185,13 +185,12 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
-    ``store`` (one run per seed and strategy), so the report can be rebuilt later."""
+    ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
+    later from the run ids alone."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
-    reports: list[RunReport] = []
-    start_fitness: float | None = None
-    space = get_space(target.family)
+    run_ids: list[int] = []
     for seed in seeds:
         for strategy in strategies:
             config = SearchConfig(family=target.family, budget=budget, population=population,
@@ -202,22 +201,48 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
             search = Search.start(store, config, address, on_progress=(
                 (lambda p, label=label: on_progress(label, p)) if on_progress else None))
             search.run()
-            report = analyze_run(store, search.run_id, target)
-            if report.found and compare_tier:
-                if start_fitness is None:
-                    start_fitness = _fitness(space.seed(), tasks, compare_tier)
-                found = store.individual(report.individual_id)
-                value = _fitness(parse_program(found["text"]), tasks, compare_tier)
-                report.compare_tier = compare_tier
-                if value is not None and start_fitness:
-                    report.ratio_to_start = value / start_fitness
-            reports.append(report)
+            run_ids.append(search.run_id)
             if on_run:
-                on_run(report)
+                on_run(analyze_run(store, search.run_id, target))
+    return report_runs(store, name, run_ids, compare_tier, transfer_tiers)
+
+
+def report_runs(store: Store, name: str, run_ids: Sequence[int],
+                compare_tier: str | None = "B",
+                transfer_tiers: Sequence[str] = ("A", "B")) -> Report:
+    """The report for recorded runs of one target: each run replayed and analysed, the
+    found programs compared with the warm start at ``compare_tier``, the best one tried
+    on the held-out tasks. Raises ValueError for a run of another family."""
+    target = TARGETS[name]
+    reports: list[RunReport] = []
+    start_fitness: dict[tuple[str, ...], float | None] = {}
+    space = get_space(target.family)
+    configs = []
+    for run_id in run_ids:
+        run = store.run(run_id)
+        if run["family"] != target.family:
+            raise ValueError(f"run {run_id} searched {run['family']} programs, not "
+                             f"{target.family} programs")
+        config = SearchConfig.from_dict(run["config"])
+        configs.append(config)
+        report = analyze_run(store, run_id, target)
+        if report.found and compare_tier:
+            tasks = tuple(config.tasks)
+            if tasks not in start_fitness:
+                start_fitness[tasks] = _fitness(space.seed(), tasks, compare_tier)
+            found = store.individual(report.individual_id)
+            value = _fitness(parse_program(found["text"]), tasks, compare_tier)
+            report.compare_tier = compare_tier
+            if value is not None and start_fitness[tasks]:
+                report.ratio_to_start = value / start_fitness[tasks]
+        reports.append(report)
     rows = _transfer(store, target, reports, transfer_tiers) if transfer_tiers else []
-    config = {"seeds": list(seeds), "budget": budget, "max_seconds": max_seconds,
-              "population": population, "tournament": tournament, "tasks": tasks,
-              "compare_tier": compare_tier, "transfer_tiers": list(transfer_tiers)}
+    first = configs[0] if configs else SearchConfig(family=target.family)
+    config = {"runs": list(run_ids), "seeds": sorted({c.seed for c in configs}),
+              "budget": first.budget, "max_seconds": first.max_seconds,
+              "population": first.population, "tournament": first.tournament,
+              "tasks": list(first.tasks), "compare_tier": compare_tier,
+              "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
 
 

@@ -98,3 +98,21 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     assert plot_path.stat().st_size > 10_000
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
     assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]
+    # The report rebuilds from the recorded runs alone, with no search.
+    rebuilt_path = tmp_path / "rebuilt.json"
+    rebuilt = invoke("rediscover", "lion", "--runs", "1,2", "--compare-tier", "none",
+                     "--transfer-tiers", "none", "--report", rebuilt_path, "--db",
+                     tmp_path / "r.db")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    again = json.loads(rebuilt_path.read_text())
+    assert again["config"]["runs"] == [1, 2] and again["transfer"] == []
+    for before, after in zip(report["runs"], again["runs"], strict=True):
+        for key in ("run_id", "strategy", "found", "generated", "evaluated", "curve"):
+            assert after[key] == before[key], key
+    unknown = invoke("rediscover", "lion", "--runs", "7", "--db", tmp_path / "r.db")
+    assert unknown.exit_code == 1 and "7" in unknown.output
+    assert "Traceback" not in unknown.output
+    wrong = invoke("rediscover", "evonorm", "--runs", "1", "--db", tmp_path / "r.db")
+    assert wrong.exit_code == 1 and "not layer programs" in wrong.output
+    bad = invoke("rediscover", "lion", "--runs", "one", "--db", tmp_path / "r.db")
+    assert bad.exit_code == 1 and "--runs takes run ids" in bad.output
