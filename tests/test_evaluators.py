@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import comparable
 
 from evoprog.evaluators import (
     TASKS,
@@ -26,6 +27,8 @@ from evoprog.programs.ops import OPS
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BROKEN = "update = g * 0.0"
 NO_FILTERS = Filters(progress_step=None)
 
@@ -33,23 +36,6 @@ NO_FILTERS = Filters(progress_step=None)
 @pytest.fixture(scope="module")
 def adamw() -> EvalResult:
     return evaluate(KNOWN["adamw"].program())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Evaluate as search workers do (one thread each): on a shared, busy machine two
-    threads per process can slow a run past the tier's time limit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def comparable(result: EvalResult) -> dict:
-    """Everything except the wall time."""
-    data = result.to_dict()
-    del data["seconds"]
-    return data
 
 
 # --- results and registry ---------------------------------------------------------------

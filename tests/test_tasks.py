@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import comparable
 from torch import nn
 
 from evoprog.evaluators import (
@@ -29,24 +30,10 @@ from evoprog.programs.known import KNOWN
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ALL = [DigitsMLP, DigitsCNN, CharLM]
 FLOOR = {"digits_mlp": 0.85, "digits_cnn": 0.7, "char_lm": 0.2}  # seed's metric at tier A
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Evaluate as search workers do (one thread each): on a shared, busy machine two
-    threads per process can slow a run past the tier's time limit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def comparable(result: EvalResult) -> dict:
-    data = result.to_dict()
-    del data["seconds"]
-    return data
 
 
 def test_registry_tiers_and_suite():
