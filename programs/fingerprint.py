@@ -15,8 +15,9 @@ become tokens.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, lru_cache, partial
 
 import torch
 
@@ -27,7 +28,23 @@ STEPS = 4
 DIGITS = 6
 # Smaller magnitudes are float noise around an exact zero (e.g. ``m - m``).
 ZERO = 1e-12
-LAYOUT = Layout(((3, 4), (5,)))
+
+
+@dataclass(frozen=True)
+class ProbeLayout(Layout):
+    """A layout that makes its segment ids once: a search fingerprints thousands of
+    programs on one layout, and per-tensor reductions need the ids at every call."""
+
+    @cached_property
+    def _cpu_segment_ids(self) -> torch.Tensor:
+        return super()._segment_ids(torch.device("cpu"))
+
+    def _segment_ids(self, device: torch.device) -> torch.Tensor:
+        ids = self._cpu_segment_ids
+        return ids if device == ids.device else ids.to(device)
+
+
+LAYOUT = ProbeLayout(((3, 4), (5,)))
 GRAD_SCALES = (1e-3, 1.0, 1e2)
 LR_SCHEDULE = (1.0, 0.8, 0.5, 0.3)
 SEED = 20230213
@@ -120,10 +137,27 @@ def _full(x: torch.Tensor, rows: int, n: int) -> torch.Tensor:
     return x.to(torch.float64).expand(rows, n) if x.shape != (rows, n) else x
 
 
+_FORMAT = f"%.{DIGITS}g"
+
+
 def quantize(x: torch.Tensor) -> str:
     """Rounded text of the values; NaN and infinities print as tokens."""
+    return ",".join(_FORMAT % v for v in _quantized_values(x))
+
+
+def _quantized_values(x: torch.Tensor) -> list[float]:
+    """The values as ``quantize`` prints them: noise around zero made an exact 0.0."""
     x = torch.where(x.abs() < ZERO, torch.zeros_like(x), x) + 0.0  # -0.0 becomes 0.0
-    return ",".join(f"{v:.{DIGITS}g}" for v in x.flatten().tolist())
+    return x.flatten().tolist()
+
+
+@lru_cache(maxsize=16)
+def _text_format(watched: tuple[str, ...], steps: int, size: int) -> str:
+    """A %-format that prints ``quantize`` of every watched output of every step,
+    ``o:v,v,...|o:v,...``, from all the values in that order: one formatting call for
+    the whole probe is faster than one per value."""
+    one = ",".join([_FORMAT] * size)
+    return "|".join(f"{o}:{one}" for _ in range(steps) for o in watched)
 
 
 def fingerprint_and_finite(program: Program, outputs: tuple[str, ...],
@@ -133,10 +167,13 @@ def fingerprint_and_finite(program: Program, outputs: tuple[str, ...],
     ``program`` should be pruned already (dead code costs time, not correctness).
     """
     watched = tuple(o for o in outputs if o not in state) or outputs
-    values = run_steps(program, state, watched)
-    text = family + "|" + "|".join(
-        f"{o}:{quantize(step[o])}" for step in values for o in watched)
-    finite = all(bool(torch.isfinite(step[o]).all()) for step in values for o in watched)
+    steps = run_steps(program, state, watched)
+    # Every watched output of every step, in the order the text lists them, quantized
+    # in one pass (quantizing keeps NaN and infinities as they are).
+    stacked = torch.stack([step[o] for step in steps for o in watched])
+    values = _quantized_values(stacked)
+    text = family + "|" + _text_format(watched, len(steps), stacked[0].numel()) % tuple(values)
+    finite = all(map(math.isfinite, values))
     return hashlib.sha256(text.encode()).hexdigest()[:16], finite
 
 

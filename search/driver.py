@@ -11,11 +11,14 @@ replayed from its records: that is how ``resume`` works.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import ray
+import torch
 
 from ..programs.program import Program, format_program
 from ..programs.space import Space, get_space
@@ -25,6 +28,14 @@ from .workers import RETRYABLE, evaluate_remote, start_ray
 
 # Re-submissions of one candidate after its worker died, on top of Ray's own retries.
 MAX_LOST = 3
+# ``parallel=0``: evaluations in flight per evaluation slot of the cluster. Births are
+# applied in order, so one slow evaluation holds back the next children; a deep queue
+# keeps every worker busy meanwhile (tier-A times range from 0.05 s to over 1 s).
+AUTO_PARALLEL_PER_SLOT = 4
+# Results recorded while evaluations return quickly share a commit for at most this long
+# (the driver also commits before it waits for a worker). A killed driver loses at most
+# these: to ``resume`` they are evaluations that were still in flight.
+COMMIT_SECONDS = 0.05
 
 
 STRATEGIES = ("evolution", "random")
@@ -50,7 +61,7 @@ class SearchConfig:
     tournament: int = 10
     seed: int = 0
     tasks: list[str] = field(default_factory=list)
-    parallel: int = 0  # evaluations in flight; 0 = twice the cluster's CPUs
+    parallel: int = 0  # evaluations in flight; 0 = AUTO_PARALLEL_PER_SLOT per slot
     cpus_per_eval: float = 1.0
     gpus_per_eval: float = 0.0
     strategy: str = "evolution"
@@ -126,6 +137,11 @@ class Pending:
     discarded_invalid: int = 0
     discarded_same: int = 0
 
+    @cached_property
+    def text(self) -> str:
+        """The program's text, made once: it is both recorded and sent to a worker."""
+        return format_program(self.program)
+
 
 @dataclass
 class Progress:
@@ -169,6 +185,9 @@ class Search:
         self.waiting_on: dict[int, list[int]] = {}
         self.in_flight: dict[ray.ObjectRef, int] = {}
         self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
+        # Ray rebuilds a task's options on every ``options()`` call: build them once.
+        self.evaluate = evaluate_remote.options(num_cpus=config.cpus_per_eval,
+                                                num_gpus=config.gpus_per_eval)
 
     @classmethod
     def start(cls, store: Store, config: SearchConfig, address: str | None = None,
@@ -177,7 +196,7 @@ class Search:
         cluster = start_ray(address)
         if config.parallel == 0:
             slots = cluster["cpus"] / config.cpus_per_eval
-            config.parallel = max(2, int(2 * slots))
+            config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
         run_id = store.create_run(config.family, config.seed, config.budget, asdict(config),
                                   cluster["address"])
         return cls(store, run_id, config, **kwargs)
@@ -200,18 +219,11 @@ class Search:
         """Search until the budget of individuals is recorded (or the time is up), then
         promote the best through the funnel tiers; returns the run id."""
         try:
-            self._offer(self._make(0))
-            applied = -1
-            while applied < self.config.budget - 1:
-                while applied + 1 in self.results:
-                    applied += 1
-                    self._apply(applied)
-                if applied >= self.config.budget - 1:
-                    break
-                if self._out_of_time():
-                    self._stop("stopped")
-                    return self.run_id
-                self._collect_one()
+            with _torch_threads(1), self.store.grouped_commits(COMMIT_SECONDS):
+                finished = self._search()
+            if not finished:
+                self._stop("stopped")
+                return self.run_id
             for depth, tier in enumerate(self.config.funnel):
                 self._promote(tier, max(1, self.config.promote // 4 ** depth),
                               self.config.funnel[depth - 1] if depth else "A")
@@ -223,6 +235,22 @@ class Search:
             raise
         self.store.set_run_status(self.run_id, "finished", finished=True)
         return self.run_id
+
+    def _search(self) -> bool:
+        """Make, evaluate and apply births until the budget is applied; False if the time
+        ran out first."""
+        self._offer(self._make(0))
+        applied = -1
+        while applied < self.config.budget - 1:
+            while applied + 1 in self.results:
+                applied += 1
+                self._apply(applied)
+            if applied >= self.config.budget - 1:
+                break
+            if self._out_of_time():
+                return False
+            self._collect()
+        return True
 
     def _out_of_time(self) -> bool:
         limit = self.config.max_seconds
@@ -276,8 +304,7 @@ class Search:
                 cache_hit=bool(row["cache_hit"]), individual_id=row["id"]), record=False)
             return
         if item.program_hash not in self.fingerprint_of:
-            self.store.add_program(item.program_hash, self.config.family,
-                                   format_program(item.program),
+            self.store.add_program(item.program_hash, self.config.family, item.text,
                                    format_program(self.space.prune(item.program)))
         first = self.first_birth_of.setdefault(self._fingerprint(item), item.birth)
         if first != item.birth:
@@ -303,17 +330,26 @@ class Search:
         return key
 
     def _submit(self, item: Pending) -> None:
-        ref = evaluate_remote.options(
-            num_cpus=self.config.cpus_per_eval, num_gpus=self.config.gpus_per_eval
-        ).remote(format_program(item.program), self.config.tasks, "A")
+        ref = self.evaluate.remote(item.text, self.config.tasks, "A")
         self.in_flight[ref] = item.birth
 
-    def _collect_one(self) -> None:
-        """Wait for the next evaluation to finish and record it."""
+    def _collect(self) -> None:
+        """Wait until an evaluation finishes, then record every one that has finished.
+
+        Taking all finished ones at once saves a wait per result when evaluations are
+        quick; the order they are recorded in changes nothing but their row ids."""
         if not self.in_flight:
             raise SearchError("nothing in flight and nothing to apply")
-        ready, _ = ray.wait(list(self.in_flight), num_returns=1)
-        ref = ready[0]
+        refs = list(self.in_flight)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready:
+            self.store.flush()  # what is recorded becomes durable while we wait
+            ready, _ = ray.wait(refs, num_returns=1)
+        for ref in ready:
+            self._receive(ref)
+
+    def _receive(self, ref: ray.ObjectRef) -> None:
+        """Record the finished evaluation ``ref``, or submit it again if its worker died."""
         birth = self.in_flight.pop(ref)
         try:
             reply = ray.get(ref)
@@ -368,9 +404,7 @@ class Search:
         for ind in candidates:
             if self.store.has_evaluation(ind["id"], suite_key(self.config.tasks), tier):
                 continue
-            ref = evaluate_remote.options(
-                num_cpus=self.config.cpus_per_eval, num_gpus=self.config.gpus_per_eval
-            ).remote(ind["text"], self.config.tasks, tier)
+            ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
             refs[ref] = ind
         self.in_flight = {ref: -1 for ref in refs}
         while refs:
@@ -419,6 +453,19 @@ class Search:
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - a dying cluster must not hide the cause
                 pass
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the driver's own torch work (functional fingerprints of tiny tensors) on
+    ``threads`` threads: more only contend with the workers for the same cores, and
+    torch's thread pool turns microseconds into milliseconds when they are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def suite_key(tasks: list[str]) -> str:

@@ -3,7 +3,8 @@
 One file holds many runs. It is opened in WAL mode with a long busy timeout, so a report
 can read while a search writes and two searches can write different runs into one file.
 Every write goes through one ``BEGIN IMMEDIATE`` transaction: it takes the write lock up
-front (waiting up to the busy timeout) instead of failing halfway with SQLITE_BUSY.
+front (waiting up to the busy timeout) instead of failing halfway with SQLITE_BUSY. A
+search driver lets the writes of a few milliseconds share one (``grouped_commits``).
 JSON columns are stored as text; nothing is pickled or evaluated.
 """
 
@@ -29,6 +30,17 @@ BUSY_TIMEOUT_MS = 30_000
 # Per individual: attempts its mutation discarded before keeping it (statically invalid;
 # same pruned program as the parent). Added to older files on their first write.
 DISCARD_COLUMNS = ("discarded_invalid", "discarded_same")
+
+
+_INDIVIDUAL_COLUMNS = ("run_id", "birth", "program_hash", "parent_id", "mutation", "status",
+                       "reason", "fitness", "cache_hit", "metrics", "eval_seconds", "created",
+                       "worker", *DISCARD_COLUMNS)
+_INSERT_INDIVIDUAL = (f"INSERT INTO individuals ({', '.join(_INDIVIDUAL_COLUMNS)}) "
+                      f"VALUES ({', '.join('?' * len(_INDIVIDUAL_COLUMNS))})")
+_INSERT_EVALUATION = ("INSERT INTO evaluations (individual_id, task, tier, fitness, status, "
+                      "metrics, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_PROGRAM = ("INSERT OR IGNORE INTO programs (hash, family, text, pruned_text, "
+                   "simplified) VALUES (?, ?, ?, ?, NULL)")
 
 
 def reason_kind(reason: str) -> str:
@@ -149,6 +161,9 @@ class Store:
     def __init__(self, db: Database, path: Path):
         self.db = db
         self.path = path
+        self._group_seconds: float | None = None  # inside grouped_commits: its bound
+        self._group_opened = 0.0  # when the group's open transaction began
+        self._depth = 0  # transaction() blocks open inside a group's transaction
 
     # -- opening -----------------------------------------------------------------------
 
@@ -221,18 +236,61 @@ class Store:
         """One write transaction, all or nothing, holding the write lock from the start.
 
         Store writes nest inside it (as savepoints), so callers can group several.
+        Inside ``grouped_commits`` it is a savepoint of the group's transaction.
         """
-        if self.db.conn.in_transaction:
-            with self.db.atomic():
-                yield
+        conn = self.db.conn
+        if self._group_seconds is not None and not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+            self._group_opened = time.monotonic()
+        if conn.in_transaction:
+            self._depth += 1
+            try:
+                with self.db.atomic():
+                    yield
+            finally:
+                self._depth -= 1
+            if self._group_seconds is not None \
+                    and time.monotonic() - self._group_opened >= self._group_seconds:
+                self.flush()
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.rollback()
+            conn.rollback()
             raise
-        self.db.commit()
+        conn.commit()
+
+    @contextmanager
+    def grouped_commits(self, max_seconds: float) -> Iterator[None]:
+        """Let the writes made inside share commits.
+
+        A commit is what makes writes durable against a killed process and visible to
+        other connections, and it costs more than a small write, so a search driver
+        that records hundreds of results a second lets them share one. Each write stays
+        all or nothing (a savepoint); the transaction holding them commits at the end of
+        the first write that finds it ``max_seconds`` old, at ``flush()``, and on
+        leaving, error or not. A killed process loses at most the writes of the last
+        ``max_seconds``. The write lock is held meanwhile: ``flush()`` before waiting
+        on anything, so other writers are never kept waiting longer than that.
+        """
+        if self._group_seconds is not None or self.db.conn.in_transaction:
+            raise RuntimeError("grouped_commits cannot start inside a transaction")
+        self._group_seconds = max_seconds
+        try:
+            yield
+        finally:
+            try:
+                self.flush()
+            finally:
+                self._group_seconds = None
+
+    def flush(self) -> None:
+        """Commit the writes a group holds (nothing to do outside ``grouped_commits``,
+        or while a write is still in progress)."""
+        if self._group_seconds is not None and self._depth == 0 \
+                and self.db.conn.in_transaction:
+            self.db.conn.commit()
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> dict | None:
         return next(self.db.query(sql, list(params)), None)
@@ -365,11 +423,7 @@ class Store:
     def add_program(self, hash: str, family: str, text: str, pruned_text: str) -> None:
         """Record a program once; later calls with the same hash do nothing."""
         with self.transaction():
-            self.db.table("programs").insert(
-                {"hash": hash, "family": family, "text": text, "pruned_text": pruned_text,
-                 "simplified": None},
-                ignore=True,
-            )
+            self.db.conn.execute(_INSERT_PROGRAM, (hash, family, text, pruned_text))
 
     def add_individual(
         self, run_id: int, birth: int, program_hash: str, parent_id: int | None,
@@ -390,27 +444,17 @@ class Store:
             raise ValueError(f"status must be one of {INDIVIDUAL_STATUSES}, not {status!r}")
         if discarded_invalid < 0 or discarded_same < 0:
             raise ValueError("discarded counts cannot be negative")
+        row = (run_id, birth, program_hash, parent_id, mutation, status, reason, fitness,
+               int(bool(cache_hit)), _dumps(metrics), eval_seconds, _now(), worker,
+               int(discarded_invalid), int(discarded_same))
         try:
             with self.transaction():
-                if not self._has_discard_columns():  # under the write lock: no race
-                    _add_discard_columns(self.db)
-                individuals = self.db.table("individuals")
-                individuals.insert({
-                    "run_id": run_id, "birth": birth, "program_hash": program_hash,
-                    "parent_id": parent_id, "mutation": mutation, "status": status,
-                    "reason": reason, "fitness": fitness, "cache_hit": int(bool(cache_hit)),
-                    "metrics": _dumps(metrics), "eval_seconds": eval_seconds,
-                    "created": _now(), "worker": worker,
-                    "discarded_invalid": int(discarded_invalid),
-                    "discarded_same": int(discarded_same),
-                })
-                individual_id = individuals.last_pk
-                rows = [{"individual_id": individual_id, "task": ev["task"],
-                         "tier": ev.get("tier"), "fitness": ev.get("fitness"),
-                         "status": ev["status"], "metrics": _dumps(ev.get("metrics") or {}),
-                         "seconds": ev.get("seconds")} for ev in evaluations]
+                individual_id = self._insert_individual(row)
+                rows = [(individual_id, ev["task"], ev.get("tier"), ev.get("fitness"),
+                         ev["status"], _dumps(ev.get("metrics") or {}), ev.get("seconds"))
+                        for ev in evaluations]
                 if rows:
-                    self.db.table("evaluations").insert_all(rows)
+                    self.db.conn.executemany(_INSERT_EVALUATION, rows)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise StoreError(f"run {run_id} already has an individual with birth {birth}"
@@ -418,6 +462,20 @@ class Store:
             raise StoreError(self._missing_reference(run_id, program_hash, parent_id)
                              or f"cannot record birth {birth} of run {run_id}: {exc}") from None
         return individual_id
+
+    def _insert_individual(self, row: tuple) -> int:
+        """INSERT one individual's row (in ``_INDIVIDUAL_COLUMNS`` order) and return its id.
+
+        Plain SQL: this runs once per recorded individual, the driver's hot path. A file
+        made before the discard counts gets their columns here, under the write lock,
+        on its first write (the INSERT names them, so it fails until they exist)."""
+        try:
+            return self.db.conn.execute(_INSERT_INDIVIDUAL, row).lastrowid
+        except sqlite3.OperationalError as exc:
+            if "no column named" not in str(exc) or self._has_discard_columns():
+                raise
+        _add_discard_columns(self.db)
+        return self.db.conn.execute(_INSERT_INDIVIDUAL, row).lastrowid
 
     def _missing_reference(self, run_id: int, program_hash: str,
                            parent_id: int | None) -> str | None:

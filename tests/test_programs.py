@@ -403,6 +403,21 @@ def test_known_programs_have_distinct_hashes():
     assert len(set(hashes.values())) == len(hashes)
 
 
+def test_hash_and_prune_remember_programs_by_identity_not_equality():
+    """Both remember recent answers; equal programs can still differ in text (0.0 and
+    -0.0 compare equal), so an equal program must never get another's answer."""
+    zero, negative_zero = parse_program("update = g * 0.0"), parse_program("update = g * -0.0")
+    assert zero == negative_zero
+    assert SPACE.hash(zero) != SPACE.hash(negative_zero)
+    assert format_program(SPACE.prune(zero)) == "update = g * 0.0"
+    assert format_program(SPACE.prune(negative_zero)) == "update = g * -0.0"
+    for program in RANDOM_PROGRAMS[:60]:
+        copy = parse_program(format_program(program))  # a new object: computed afresh
+        assert copy is not program
+        assert SPACE.hash(program) == SPACE.hash(copy)
+        assert SPACE.prune(program) == SPACE.prune(copy)
+
+
 def test_value_hashes_share_equal_subexpressions():
     values = analysis.value_hashes(parse_program("a = g * w\nb = w * g\nc = g - w"),
                                    SPACE.inputs)

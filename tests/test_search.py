@@ -83,3 +83,18 @@ def test_rejected_seed_gives_clear_error(tmp_path, ray_local, monkeypatch):
         with pytest.raises(SearchError, match="seed program was rejected"):
             search.run()
         assert store.run(search.run_id)["status"] == "failed"
+
+
+def test_auto_parallel_queues_several_evaluations_per_cpu(tmp_path, ray_local):
+    import torch
+
+    from evoprog.search.driver import AUTO_PARALLEL_PER_SLOT
+
+    threads = torch.get_num_threads()
+    with Store.open(tmp_path / "auto.db") as store:
+        search = Search.start(store, SearchConfig(budget=2, population=2, tournament=1))
+        assert search.config.parallel == AUTO_PARALLEL_PER_SLOT * 2  # ray_local: 2 CPUs
+        assert store.run(search.run_id)["config"]["parallel"] == search.config.parallel
+        search.run()
+        assert store.run(search.run_id)["individuals"] == 2
+    assert torch.get_num_threads() == threads  # the driver's one thread is given back

@@ -255,6 +255,55 @@ def test_reader_opens_while_a_writer_holds_the_lock(tmp_path: Path):
             assert reader.run(run_id)["individuals"] == 2
 
 
+def _count(path: Path) -> int:
+    """Individuals another connection sees: only committed ones."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM individuals").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_grouped_commits_share_a_commit_and_keep_each_write_whole(tmp_path: Path):
+    path = tmp_path / "runs.db"
+    with Store.open(path) as store:
+        run_id = new_run(store)
+        with store.grouped_commits(max_seconds=60):
+            add(store, run_id, 0, "h0")
+            add(store, run_id, 1, "h1")
+            assert _count(path) == 0 and store.births(run_id) == {0, 1}
+            with pytest.raises(KeyError):  # a bad write undoes only itself
+                add(store, run_id, 2, "h2", evaluations=[{"tier": "a", "status": "ok"}])
+            store.flush()
+            assert _count(path) == 2
+            add(store, run_id, 2, "h2")
+            assert _count(path) == 2
+        assert _count(path) == 3  # leaving commits
+        assert store.births(run_id) == {0, 1, 2}
+
+
+def test_grouped_commits_commit_when_old_or_on_error(tmp_path: Path):
+    path = tmp_path / "runs.db"
+    with Store.open(path) as store:
+        run_id = new_run(store)
+        with store.grouped_commits(max_seconds=0):  # every write finds the group due
+            add(store, run_id, 0, "h0")
+            assert _count(path) == 1
+            with store.transaction():  # a caller's transaction commits only as a whole
+                add(store, run_id, 1, "h1")
+                assert _count(path) == 1
+            assert _count(path) == 2
+        with pytest.raises(RuntimeError, match="stop"):
+            with store.grouped_commits(max_seconds=60):
+                add(store, run_id, 2, "h2")
+                raise RuntimeError("stop")
+        assert _count(path) == 3  # what was written before the error is kept
+        with store.transaction(), pytest.raises(RuntimeError, match="inside a transaction"):
+            with store.grouped_commits(max_seconds=60):
+                pass
+        store.flush()  # outside a group: nothing to do
+
+
 def test_two_writers_on_one_file(tmp_path: Path):
     """Two connections create the DB and write different runs at the same time."""
     path = tmp_path / "shared.db"
