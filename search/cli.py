@@ -112,8 +112,8 @@ def _split(value: str) -> list[str]:
 @click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Stop after this many seconds (resume continues).")
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
-              help="Evaluations in flight (0: twice the cluster's CPUs). Part of what "
-                   "makes a run reproducible.")
+              help="Evaluations in flight (0: four per evaluation slot of the cluster). "
+                   "Part of what makes a run reproducible.")
 @click.option("--cpus-per-eval", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="CPUs Ray reserves per evaluation.")
 @click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -588,7 +588,7 @@ def export(target: str, output: Path, class_name: str | None, family: str,
 @click.option("--population", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
-              help="Evaluations in flight (0: twice the cluster's CPUs).")
+              help="Evaluations in flight (0: four per evaluation slot of the cluster).")
 @click.option("--tasks", default="", help="Comma-separated search tasks "
               "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
 @click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
