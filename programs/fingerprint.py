@@ -80,7 +80,8 @@ _PROBE = make_probe()
 _CONSTANTS: dict[float, torch.Tensor] = {}
 
 
-def _constant(value: float) -> torch.Tensor:
+def float64_constant(value: float) -> torch.Tensor:
+    """A cached float64 scalar: probes reuse one tensor per constant."""
     tensor = _CONSTANTS.get(value)
     if tensor is None:
         tensor = _CONSTANTS[value] = torch.tensor(value, dtype=torch.float64)
@@ -93,10 +94,10 @@ def _compile(program: Program, layout: Layout) -> list[tuple[str, object, tuple]
     for ins in program.instructions:
         op = OPS[ins.op]
         if op.arity == 0:
-            steps.append((ins.out, None, (_constant(float(op.torch_fn())),)))
+            steps.append((ins.out, None, (float64_constant(float(op.torch_fn())),)))
             continue
         fn = partial(op.torch_fn, layout=layout) if op.needs_layout else op.torch_fn
-        steps.append((ins.out, fn, tuple(a if isinstance(a, str) else _constant(float(a))
+        steps.append((ins.out, fn, tuple(a if isinstance(a, str) else float64_constant(float(a))
                                          for a in ins.args)))
     return steps
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fingerprint import quantize
+from .fingerprint import float64_constant, quantize
 from .known import KNOWN_LAYERS
 from .layer_ops import AGGREGATES, DEFAULT_EPS, aggregate
 from .ops import OPS
@@ -66,23 +66,13 @@ FINGERPRINT_PROBES = (make_layer_probe((4, 8, 3, 3), 4, seed=20201006),
 VERIFY_PROBES = (make_layer_probe((5, 6, 3, 2), 3, seed=31),
                  make_layer_probe((3, 8, 2, 3), 2, seed=37))
 
-_CONSTANTS: dict[float, torch.Tensor] = {}
-
-
-def _constant(value: float) -> torch.Tensor:
-    tensor = _CONSTANTS.get(value)
-    if tensor is None:
-        tensor = _CONSTANTS[value] = torch.tensor(value, dtype=torch.float64)
-    return tensor
-
-
 def run_layer(program: Program, probe: LayerProbe, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """The program's ``y`` on the probe, in training mode, broadcast to ``x``'s shape."""
     x = probe.x
     env: dict[str, torch.Tensor] = {"x": x, "v0": probe.v0, "v1": probe.v1}
     with torch.no_grad():
         for ins in program.instructions:
-            args = [env[a] if isinstance(a, str) else _constant(float(a)) for a in ins.args]
+            args = [env[a] if isinstance(a, str) else float64_constant(float(a)) for a in ins.args]
             if ins.op in AGGREGATES:
                 env[ins.out] = aggregate(args[0], x, ins.op, eps, probe.groups)
                 continue
