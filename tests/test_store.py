@@ -255,13 +255,17 @@ def test_reader_opens_while_a_writer_holds_the_lock(tmp_path: Path):
             assert reader.run(run_id)["individuals"] == 2
 
 
-def _count(path: Path) -> int:
-    """Individuals another connection sees: only committed ones."""
+def _query(path: Path, sql: str) -> list[tuple]:
+    """Rows as another connection sees them: only what is committed."""
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT COUNT(*) FROM individuals").fetchone()[0]
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def _count(path: Path) -> int:
+    return _query(path, "SELECT COUNT(*) FROM individuals")[0][0]
 
 
 def test_grouped_commits_share_a_commit_and_keep_each_write_whole(tmp_path: Path):
@@ -377,11 +381,7 @@ def test_discarded_attempts_count_as_generated_and_served(store: Store):
 
 
 def _columns(path: Path, table: str = "individuals") -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-    finally:
-        conn.close()
+    return [row[1] for row in _query(path, f"PRAGMA table_info({table})")]
 
 
 def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Path):
