@@ -19,15 +19,16 @@ dtype.
 from __future__ import annotations
 
 import builtins
+import inspect
 import keyword
 import math
 import re
 import string
 from dataclasses import dataclass
 
-from .analysis import undefined_reads
+from .analysis import instruction_reads_input_first, undefined_reads
 from .known import KnownProgram
-from .ops import OPS
+from .ops import OPS, newton_schulz
 from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
@@ -161,18 +162,9 @@ def _l2_normalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
     """Each parameter's segment divided by its L2 norm."""
     return x / (_norm(x, shapes) + 1e-8)
 ''', ("_norm",)),
-    "_newton_schulz": ('''\
-def _newton_schulz(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately orthogonalize a matrix (quintic Newton-Schulz iteration)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    transposed = matrix.shape[-2] > matrix.shape[-1]
-    x = matrix.transpose(-2, -1) if transposed else matrix
-    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + 1e-7)
-    for _ in range(steps):
-        gram = x @ x.transpose(-2, -1)
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.transpose(-2, -1) if transposed else x
-''', ()),
+    # The same iteration the search ran, copied from its source.
+    "_newton_schulz": (inspect.getsource(newton_schulz).replace(
+        "def newton_schulz(", "def _newton_schulz(", 1), ()),
     "_orthogonalize": ('''\
 def _orthogonalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
     """Orthogonalize each matrix parameter's segment; vector segments are normalized."""
@@ -285,15 +277,6 @@ def _render(ins: Instruction, args: list[_Value], like: str) -> _Value:
     return _Value(_CodeFormatter(like).format(code.tensor, *args), True)
 
 
-def _read_before_written(program: Program, name: str) -> bool:
-    for ins in program.instructions:
-        if name in ins.reads():
-            return True
-        if ins.out == name:
-            return False
-    return False
-
-
 def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
     missing = undefined_reads(program, inputs)
     if missing:
@@ -379,7 +362,8 @@ def export_source(program: Program, class_name: str,
 
     flat = any(OPS[ins.op].needs_layout for ins in body.instructions)
     scalars = ("lr", *hyper)
-    reads = {name for name in _INPUTS + tuple(hyper) if _read_before_written(body, name)}
+    reads = {name for name in _INPUTS + tuple(hyper)
+             if instruction_reads_input_first(body, name) is not None}
     # Python numbers that must be tensors become 0-d tensors of the parameters' dtype.
     like = "p" if not flat else "g" if "g" in reads and "g" not in body.assigned() else \
         "params[0]"

@@ -74,7 +74,8 @@ def fmt(value: float | None, digits: int = 4) -> str:
 @click.group(cls=EvoprogGroup)
 @click.version_option(package_name="evoprog")
 def cli() -> None:
-    """Discover optimizers by evolving symbolic programs."""
+    """Discover optimizers and normalization-activation layers by evolving symbolic
+    programs."""
 
 
 # -- search ------------------------------------------------------------------------------
