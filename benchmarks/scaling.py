@@ -3,8 +3,8 @@ workers on the digits_mlp task, and the driver's sustained results per second wh
 evaluations return at once (so only the driver's own work is measured: mutate, analyse,
 record, submit, collect).
 
-    python benchmarks/scaling.py [--budget 160] [--parallel 16] [--driver-budget 2000]
-                                 [--profile]
+    python benchmarks/scaling.py [--budget 160] [--parallel 16] [--pairs 3]
+                                 [--driver-budget 2000] [--profile]
 
 Each worker count runs in its own process with ``ray.init(num_cpus=N)`` and the same
 search: budget, seed and ``--parallel`` (so both evaluate the same programs). Before timing
@@ -13,7 +13,9 @@ loaded and the seed's reference score, which each worker process computes once f
 itself, is cached, as it is in any search after its first few evaluations. ``--parallel`` is
 generous (births are applied in order, so a shallow queue idles workers behind one slow
 evaluation) and the budget large enough that the lone seed evaluation at the start and
-the drain at the end weigh little.
+the drain at the end weigh little. The machine's speed drifts by tens of percent within
+minutes on a shared host, so the 1- and 2-worker searches run in alternating pairs (and
+the driver alone after each pair) and the figures are medians over the pairs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import cProfile
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,6 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=160)
     parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="1-worker/2-worker searches, run alternately; medians reported")
     parser.add_argument("--driver-budget", type=int, default=2000)
     parser.add_argument("--driver-parallel", type=int, default=16)
     parser.add_argument("--profile", action="store_true", help="cProfile the driver loop")
@@ -147,30 +152,44 @@ def main() -> None:
                                         args.profile)))
         return
 
-    runs = [_child(["--child", "workers", "--workers", str(n), "--budget",
-                    str(args.budget), "--parallel", str(args.parallel)]) for n in (1, 2)]
-    drv = _child(["--child", "driver", "--driver-budget", str(args.driver_budget),
-                  "--driver-parallel", str(args.driver_parallel)]
-                 + (["--profile"] if args.profile else []))
     print(f"digits_mlp, budget {args.budget}, --parallel {args.parallel}, "
-          f"{os.cpu_count()} cores")
-    print(f"{'workers':>8} {'seconds':>8} {'evaluated':>10} {'evals/s':>8} {'s/eval':>7}")
-    rates = []
-    for r in runs:
-        rate = r["evaluated"] / r["seconds"]
-        rates.append(rate)
-        print(f"{r['workers']:>8} {r['seconds']:>8.2f} {r['evaluated']:>10} {rate:>8.2f} "
-              f"{r['eval_s']:>7.3f}")
-    if runs[0]["evaluated"] != runs[1]["evaluated"]:
-        print("warning: the two searches evaluated different numbers of programs")
-    driver_rate = drv["results"] / drv["seconds"]
-    eval_s = runs[0]["eval_s"]
-    print(f"\ndriver with instant evaluations: {drv['results']} results in "
-          f"{drv['seconds']:.2f} s ({drv['evaluated']} evaluated, {drv['cache_hits']} "
-          f"cache hits), {1000 / driver_rate:.2f} ms per result")
-    print(f"workers one driver can keep busy on digits_mlp: {eval_s * driver_rate:.0f} "
-          f"({eval_s:.3f} s per evaluation x {driver_rate:.0f} results/s)")
-    print(f"scale_2_workers: {rates[1] / rates[0]:.2f}")
+          f"{os.cpu_count()} cores, {args.pairs} pairs of searches run alternately")
+    print(f"{'pair':>5} {'workers':>8} {'seconds':>8} {'evaluated':>10} {'evals/s':>8} "
+          f"{'s/eval':>7} {'ratio':>6}")
+    ratios, drivers, eval_s = [], [], []
+    for pair in range(1, args.pairs + 1):
+        rates, evaluated = [], []
+        for n in (1, 2):
+            r = _child(["--child", "workers", "--workers", str(n), "--budget",
+                        str(args.budget), "--parallel", str(args.parallel)])
+            rates.append(r["evaluated"] / r["seconds"])
+            evaluated.append(r["evaluated"])
+            ratio = f"{rates[1] / rates[0]:>6.2f}" if n == 2 else ""
+            print(f"{pair:>5} {n:>8} {r['seconds']:>8.2f} {r['evaluated']:>10} "
+                  f"{rates[-1]:>8.2f} {r['eval_s']:>7.3f} {ratio}", flush=True)
+            if n == 1:
+                eval_s.append(r["eval_s"])
+        ratios.append(rates[1] / rates[0])
+        if evaluated[0] != evaluated[1]:
+            print("warning: the two searches evaluated different numbers of programs")
+        # The driver alone between pairs, so its figure sees the same machine.
+        drv = _child(["--child", "driver", "--driver-budget", str(args.driver_budget),
+                      "--driver-parallel", str(args.driver_parallel)]
+                     + (["--profile"] if args.profile else []))
+        drivers.append(drv)
+
+    driver_rates = [d["results"] / d["seconds"] for d in drivers]
+    driver_rate = statistics.median(driver_rates)
+    one_eval = statistics.median(eval_s)
+    d = drivers[0]
+    print(f"\ndriver with instant evaluations: {d['results']} results per run "
+          f"({d['evaluated']} evaluated, {d['cache_hits']} cache hits); results/s per pair: "
+          + ", ".join(f"{x:.0f}" for x in driver_rates)
+          + f"; median {1000 / driver_rate:.2f} ms per result")
+    print(f"workers one driver can keep busy on digits_mlp: {one_eval * driver_rate:.0f} "
+          f"({one_eval:.3f} s per evaluation x {driver_rate:.0f} results/s)")
+    print("2-worker ratios per pair: " + ", ".join(f"{x:.2f}" for x in ratios))
+    print(f"scale_2_workers: {statistics.median(ratios):.2f}")
     print(f"driver_results_per_s: {driver_rate:.0f}")
 
 
