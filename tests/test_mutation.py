@@ -53,6 +53,20 @@ def _defined_before(program: Program, index: int) -> set[str]:
     return set(SPACE.inputs) | {ins.out for ins in program.instructions[:index]}
 
 
+def _one_changed_argument(parent: Program, child: Program):
+    """(position, old instruction, new instruction, argument index) when ``child``
+    differs from ``parent`` in one argument of one instruction, else None (no change)."""
+    positions = _changed_positions(parent, child)
+    assert len(positions) <= 1
+    if not positions:
+        return None
+    old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
+    assert (new.out, new.op) == (old.out, old.op)
+    diffs = [j for j, (a, b) in enumerate(zip(old.args, new.args, strict=True)) if a != b]
+    assert len(diffs) == 1
+    return positions[0], old, new, diffs[0]
+
+
 def test_mutation_kinds():
     assert set(MUTATIONS) == {"insert", "delete", "modify_arg", "change_op", "perturb_const"}
 
@@ -94,18 +108,14 @@ def test_modify_arg_changes_exactly_one_argument():
     for parent, child, mutation in _draws("modify_arg"):
         seen += 1
         assert mutation.kind == "modify_arg"
-        positions = _changed_positions(parent, child)
-        assert len(positions) <= 1
-        if not positions:
+        change = _one_changed_argument(parent, child)
+        if change is None:
             # The redrawn argument happened to equal the old one.
             continue
         changed += 1
-        old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
-        assert (new.out, new.op) == (old.out, old.op)
-        diffs = [j for j, (a, b) in enumerate(zip(old.args, new.args, strict=True)) if a != b]
-        assert len(diffs) == 1
-        assert set(new.reads()) <= _defined_before(child, positions[0])
-        assert f"argument {diffs[0] + 1}" in mutation.detail
+        position, _, new, arg = change
+        assert set(new.reads()) <= _defined_before(child, position)
+        assert f"argument {arg + 1}" in mutation.detail
     assert seen > 100
     assert changed > 0.7 * seen
 
@@ -137,16 +147,12 @@ def test_perturb_const_changes_exactly_one_constant():
     for parent, child, mutation in _draws("perturb_const"):
         seen += 1
         assert mutation.kind == "perturb_const"
-        positions = _changed_positions(parent, child)
-        assert len(positions) <= 1
-        if not positions:
+        change = _one_changed_argument(parent, child)
+        if change is None:
             continue
         changed += 1
-        old, new = parent.instructions[positions[0]], child.instructions[positions[0]]
-        assert (new.out, new.op) == (old.out, old.op)
-        diffs = [j for j, (a, b) in enumerate(zip(old.args, new.args, strict=True)) if a != b]
-        assert len(diffs) == 1
-        before, after = old.args[diffs[0]], new.args[diffs[0]]
+        _, old, new, arg = change
+        before, after = old.args[arg], new.args[arg]
         assert isinstance(before, float) and isinstance(after, float)
         assert len(child.constants()) == len(parent.constants())
     assert seen > 100
