@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import cached_property, lru_cache, partial
+from functools import lru_cache, partial
 
 import torch
 
@@ -28,23 +28,7 @@ STEPS = 4
 DIGITS = 6
 # Smaller magnitudes are float noise around an exact zero (e.g. ``m - m``).
 ZERO = 1e-12
-
-
-@dataclass(frozen=True)
-class ProbeLayout(Layout):
-    """A layout that makes its segment ids once: a search fingerprints thousands of
-    programs on one layout, and per-tensor reductions need the ids at every call."""
-
-    @cached_property
-    def _cpu_segment_ids(self) -> torch.Tensor:
-        return super()._segment_ids(torch.device("cpu"))
-
-    def _segment_ids(self, device: torch.device) -> torch.Tensor:
-        ids = self._cpu_segment_ids
-        return ids if device == ids.device else ids.to(device)
-
-
-LAYOUT = ProbeLayout(((3, 4), (5,)))
+LAYOUT = Layout(((3, 4), (5,)))
 GRAD_SCALES = (1e-3, 1.0, 1e2)
 LR_SCHEDULE = (1.0, 0.8, 0.5, 0.3)
 SEED = 20230213

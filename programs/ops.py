@@ -41,9 +41,19 @@ class Layout:
     def numel(self) -> int:
         return sum(self.sizes)
 
+    @cached_property
+    def _ids_by_device(self) -> dict[torch.device, torch.Tensor]:
+        return {}
+
     def _segment_ids(self, device: torch.device) -> torch.Tensor:
-        ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
-        return ids.to(device)
+        """Each element's segment index, made once per device: per-tensor reductions need
+        it at every call, in every training step and every fingerprint probe."""
+        ids = self._ids_by_device.get(device)
+        if ids is None:
+            ids = torch.repeat_interleave(torch.arange(len(self.sizes)),
+                                          torch.tensor(self.sizes)).to(device)
+            self._ids_by_device[device] = ids
+        return ids
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         """Broadcast a scalar-shaped (..., 1) value to the full flat size."""
