@@ -98,11 +98,6 @@ def prune(program: Program, outputs: tuple[str, ...], state: tuple[str, ...]) ->
     return _remembered_prune(_Same(program), tuple(outputs), tuple(state))
 
 
-def _prune(program: Program, outputs: tuple[str, ...], state: tuple[str, ...]) -> Program:
-    keep = live_instructions(program, outputs, state)
-    return Program(tuple(ins for ins, k in zip(program.instructions, keep, strict=True) if k))
-
-
 def value_hashes(program: Program, inputs: tuple[str, ...]) -> dict[str, str]:
     """Value numbering: each variable's final value named by a hash of the expression
     that computes it from the inputs. Independent of variable names, statement order and
@@ -138,18 +133,15 @@ def structural_hash(program: Program, inputs: tuple[str, ...], outputs: tuple[st
 
 @lru_cache(maxsize=MEMORY)
 def _remembered_prune(key: _Same, outputs: tuple[str, ...], state: tuple[str, ...]) -> Program:
-    return _prune(key.program, outputs, state)
+    keep = live_instructions(key.program, outputs, state)
+    return Program(tuple(ins for ins, k in zip(key.program.instructions, keep, strict=True)
+                         if k))
 
 
 @lru_cache(maxsize=MEMORY)
 def _remembered_hash(key: _Same, inputs: tuple[str, ...], outputs: tuple[str, ...],
                      state: tuple[str, ...], family: str) -> str:
-    return _structural_hash(key.program, inputs, outputs, state, family)
-
-
-def _structural_hash(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...],
-                     state: tuple[str, ...], family: str) -> str:
-    values = value_hashes(prune(program, outputs, state), inputs)
+    values = value_hashes(prune(key.program, outputs, state), inputs)
     text = family + "|" + ",".join(f"{o}={values.get(o, 'in:' + o)}" for o in outputs)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
