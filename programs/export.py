@@ -92,7 +92,7 @@ OP_CODE: dict[str, OpCode] = {
     "invert": OpCode("1 - {0}", "1 - {0}"),
     "negative": OpCode("-{0}", "-{0}"),
     "global_norm": OpCode("_global_norm({0:t}, shapes)", helpers=("_global_norm",)),
-    "interp": OpCode("(1 - {2}) * {0} + {2} * {1}", "(1 - {2}) * {0} + {2} * {1}"),
+    "interp": OpCode("torch.lerp({0:t}, {1:t}, {2})", "(1 - {2}) * {0} + {2} * {1}"),
     "dot": OpCode("_dot({0:t}, {1:t}, shapes)", helpers=("_dot",)),
     "cosine_sim": OpCode("_cosine_sim({0:t}, {1:t}, shapes)", helpers=("_cosine_sim",)),
     "clip_by_global_norm": OpCode("_clip_by_global_norm({0:t}, {1:t}, shapes)",

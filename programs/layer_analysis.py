@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fingerprint import float64_constant, quantize
+from .fingerprint import float64_constant, quantized_bytes
 from .known import KNOWN_LAYERS
 from .layer_ops import AGGREGATES, DEFAULT_EPS, aggregate
 from .ops import OPS
@@ -89,12 +89,12 @@ def run_layer(program: Program, probe: LayerProbe, eps: float = DEFAULT_EPS) -> 
 
 def layer_probe(program: Program, family: str = "layer") -> tuple[str, bool]:
     """(fingerprint, whether ``y`` stayed finite) of a pruned layer program."""
-    parts, finite = [family], True
+    digest, finite = hashlib.sha256(f"{family}|y".encode()), True
     for probe in FINGERPRINT_PROBES:
-        y = run_layer(program, probe)
-        finite = finite and bool(torch.isfinite(y).all())
-        parts.append("y:" + quantize(y))
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16], finite
+        values, probe_finite = quantized_bytes(run_layer(program, probe))
+        digest.update(values)
+        finite = finite and probe_finite
+    return digest.hexdigest()[:16], finite
 
 
 def layer_sympy(program: Program, simplify: bool = True) -> SymbolicProgram:

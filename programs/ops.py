@@ -148,6 +148,13 @@ def _safe_div(x, y):
     return x / (y + EPS)
 
 
+def _interp(x, y, a):
+    """(1-a)*x + a*y in one fused pass (``torch.lerp``), which needs x and y of one dtype."""
+    if x.dtype == y.dtype:
+        return torch.lerp(x, y, a if a.dtype == x.dtype or a.dim() == 0 else a.to(x.dtype))
+    return (1 - a) * x + a * y
+
+
 S = sympy
 _SNorm = sympy.Function("norm")
 _SGlobalNorm = sympy.Function("global_norm")
@@ -199,7 +206,7 @@ _OP_LIST: list[Op] = [
     # reductions and combinations
     Op("global_norm", 1, _global_norm, _SGlobalNorm, needs_layout=True,
        doc="L2 norm over all tensors"),
-    Op("interp", 3, lambda x, y, a: (1 - a) * x + a * y,
+    Op("interp", 3, _interp,
        lambda x, y, a: (1 - a) * x + a * y, doc="(1-a)*x + a*y"),
     Op("dot", 2, _dot, _SDot, needs_layout=True, commutative=True,
        doc="inner product of each tensor"),

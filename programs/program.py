@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from .ops import INFIX, OPS, resolve_op_name
 
@@ -31,9 +32,14 @@ class Instruction:
     op: str
     args: tuple[Arg, ...]
 
-    def reads(self) -> tuple[str, ...]:
-        """Variable names this instruction reads (constants left out)."""
+    @cached_property
+    def _reads(self) -> tuple[str, ...]:
         return tuple(a for a in self.args if isinstance(a, str))
+
+    def reads(self) -> tuple[str, ...]:
+        """Variable names this instruction reads (constants left out); remembered, since
+        every analysis of every program sharing the instruction asks again."""
+        return self._reads
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import time
 
 import torch
 
+from evoprog.programs.fingerprint import quantized_bytes
 from evoprog.programs.known import KNOWN
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace as S
@@ -54,6 +55,18 @@ def test_state_and_schedule_and_layout_matter():
     # Per-tensor norm vs global norm.
     assert S.fingerprint(parse_program("n = norm(g)\nupdate = g / n")) != \
         S.fingerprint(parse_program("n = global_norm(g)\nupdate = g / n"))
+
+
+def test_quantized_values_keep_about_six_digits_and_one_form_for_specials():
+    a = torch.tensor([1.0, -0.0, 1e-13, float("nan"), float("inf"), 0.3 * 0.7],
+                     dtype=torch.float64)
+    b = torch.tensor([0.99999999999, 0.0, -1e-14, -float("nan"), float("inf"), 0.21],
+                     dtype=torch.float64)
+    assert quantized_bytes(a) == quantized_bytes(b)
+    assert quantized_bytes(a)[1] is False
+    assert quantized_bytes(torch.tensor([1.0, 2.0]))[1] is True
+    for near in (1.00001, 1.0 - 1e-5, -1.0, float("-inf")):
+        assert quantized_bytes(torch.tensor([near]))[0] != quantized_bytes(torch.tensor([1.0]))[0]
 
 
 def test_non_finite_outputs_become_tokens():

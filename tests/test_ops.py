@@ -197,6 +197,19 @@ def test_clip_soft_sign_and_interp_meanings():
     assert OPS["interp"].torch_fn(a, b, torch.tensor(0.25)).item() == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("weight", [torch.tensor(0.9), torch.rand(3, 4, dtype=torch.float64),
+                                    torch.rand(3, 1)])
+@pytest.mark.parametrize("end_dtype", [torch.float32, torch.float64])
+def test_interp_is_one_fused_lerp_of_any_dtypes(weight, end_dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=gen)
+    y = torch.randn(3, 4, generator=gen, dtype=end_dtype)
+    out = OPS["interp"].torch_fn(x, y, weight)
+    expected = (1 - weight.double()) * x.double() + weight.double() * y.double()
+    assert out.dtype == torch.promote_types(x.dtype, end_dtype)
+    assert torch.allclose(out.double(), expected, rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------- torch vs SymPy
 
 # Points are drawn inside each op's (unclamped) domain so the safe torch semantics
