@@ -3,9 +3,10 @@
 Two programs that differ in text but compute the same update rule (``c = m*0.9;
 c = c + g*0.1`` against ``c = interp(g, m, 0.9)``) get the same fingerprint, so a search
 can serve the second from the first one's evaluation. The pruned program runs for a few
-steps with its state carried, as in training, in float64 on a fixed layout (a matrix and
+steps with its state carried, as in training, in float64 on a fixed layout (matrices and
 a vector, so per-tensor reductions differ from global ones) and a batch of rows whose
-gradients have different magnitudes. Only the outputs that are not state are hashed
+gradients have different magnitudes, every value with a magnitude of its own (see
+``make_probe``). Only the outputs that are not state are hashed
 (an optimizer's ``update``): where a program keeps its momentum (``m`` or ``v``) is an
 internal detail, while every step's update is what training sees. Values are rounded to
 20 significant bits (about six decimal digits) so float noise does not split equal
@@ -15,6 +16,7 @@ functions; NaN and the infinities keep one form each.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
@@ -30,8 +32,11 @@ STEPS = 4
 BITS = 20
 # Smaller magnitudes are float noise around an exact zero (e.g. ``m - m``).
 ZERO = 1e-12
-LAYOUT = Layout(((3, 4), (5,)))
-GRAD_SCALES = (1e-3, 1.0, 1e2)
+# Two matrices and a vector, 64 values a row.
+LAYOUT = Layout(((4, 8), (8,), (4, 6)))
+GRAD_SCALES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e2)
+# Each value's own magnitude, log-uniform between these (for w, and for its gradient).
+ELEMENT_SCALES = (1e-4, 10.0)
 LR_SCHEDULE = (1.0, 0.8, 0.5, 0.3)
 SEED = 20230213
 
@@ -48,12 +53,25 @@ class Probe:
 
 
 def make_probe(layout: Layout = LAYOUT, scales: tuple[float, ...] = GRAD_SCALES,
-               steps: int = STEPS, seed: int = SEED) -> Probe:
+               steps: int = STEPS, seed: int = SEED,
+               element_scales: tuple[float, float] | None = None) -> Probe:
+    """Random inputs: row ``i``'s gradients are scaled by ``scales[i]``.
+
+    With ``element_scales`` every value of ``w`` and of the gradient also gets its own
+    fixed magnitude, log-uniform in that range, as parameters of a network differ.
+    Saturating ops (``sign``, ``clip``, ``max``, a division by a state that stays zero)
+    map most inputs of one probe row to the same few values, so without this spread two
+    different programs often agree on every value the probe shows: differences hide
+    where one term is tiny beside another, and only a wide range of magnitudes per row
+    reaches them."""
     gen = torch.Generator().manual_seed(seed)
-    rows = len(scales)
+    rows, n = len(scales), layout.numel
     scale = torch.tensor(scales, dtype=torch.float64).unsqueeze(-1)
-    w = torch.randn(rows, layout.numel, generator=gen, dtype=torch.float64)
-    grads = tuple(torch.randn(rows, layout.numel, generator=gen, dtype=torch.float64) * scale
+    w = torch.randn(rows, n, generator=gen, dtype=torch.float64)
+    if element_scales is not None:
+        w = w * _log_uniform(gen, rows, n, element_scales)
+        scale = scale * _log_uniform(gen, rows, n, element_scales)
+    grads = tuple(torch.randn(rows, n, generator=gen, dtype=torch.float64) * scale
                   for _ in range(steps))
     lrs = tuple(torch.full((rows, 1), LR_SCHEDULE[i % len(LR_SCHEDULE)],
                            dtype=torch.float64) for i in range(steps))
@@ -62,7 +80,14 @@ def make_probe(layout: Layout = LAYOUT, scales: tuple[float, ...] = GRAD_SCALES,
     return Probe(w, grads, lrs, counts, layout)
 
 
-_PROBE = make_probe()
+def _log_uniform(gen: torch.Generator, rows: int, n: int,
+                 bounds: tuple[float, float]) -> torch.Tensor:
+    low, high = math.log(bounds[0]), math.log(bounds[1])
+    return torch.exp(low + (high - low) * torch.rand(rows, n, generator=gen,
+                                                     dtype=torch.float64))
+
+
+_PROBE = make_probe(element_scales=ELEMENT_SCALES)
 _CONSTANTS: dict[float, torch.Tensor] = {}
 
 

@@ -194,22 +194,26 @@ def _run_search(store: Store, quiet: bool, make) -> None:
     except KeyboardInterrupt:
         err_console.print("\nInterrupted while starting; nothing was searched.")
         sys.exit(130)
-    click.echo(f"run {searcher.run_id} ({searcher.config.family}, budget "
-               f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
-               f"{store.path}")
-    bar.update(task, description=f"run {searcher.run_id}")
     searcher_id[0] = searcher.run_id
     try:
+        click.echo(f"run {searcher.run_id} ({searcher.config.family}, budget "
+                   f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
+                   f"{store.path}")
+        bar.update(task, description=f"run {searcher.run_id}")
         with bar:
             searcher.run()
+        if store.run(searcher.run_id)["status"] == "stopped":
+            err_console.print(f"Time is up. Continue with: evoprog resume {searcher.run_id} "
+                              f"--db {store.path}")
+        _print_top(store, searcher.run_id, 5)
     except KeyboardInterrupt:
-        err_console.print(f"\nInterrupted. Continue with: evoprog resume {searcher.run_id} "
-                          f"--db {store.path}")
+        # Ctrl-C may also come just after the last individual, while results print.
+        if store.run(searcher.run_id)["status"] == "finished":
+            err_console.print(f"\nInterrupted; run {searcher.run_id} had finished.")
+        else:
+            err_console.print(f"\nInterrupted. Continue with: evoprog resume "
+                              f"{searcher.run_id} --db {store.path}")
         sys.exit(130)
-    if store.run(searcher.run_id)["status"] == "stopped":
-        err_console.print(f"Time is up. Continue with: evoprog resume {searcher.run_id} "
-                          f"--db {store.path}")
-    _print_top(store, searcher.run_id, 5)
 
 
 # -- inspect -----------------------------------------------------------------------------

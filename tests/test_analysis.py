@@ -5,8 +5,9 @@ import time
 
 import torch
 
-from evoprog.programs.fingerprint import quantized_bytes
+from evoprog.programs.fingerprint import make_probe, quantized_bytes, run_steps
 from evoprog.programs.known import KNOWN
+from evoprog.programs.ops import Layout
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace as S
 
@@ -55,6 +56,30 @@ def test_state_and_schedule_and_layout_matter():
     # Per-tensor norm vs global norm.
     assert S.fingerprint(parse_program("n = norm(g)\nupdate = g / n")) != \
         S.fingerprint(parse_program("n = global_norm(g)\nupdate = g / n"))
+
+
+# Pairs of different update rules that saturate (a division by a state that stays zero,
+# then clip): a small probe with one magnitude per row saw the same values for both.
+SATURATED_PAIRS = [
+    ("v = invert(-0.6799)\nm = interp(g, m, 0.9)\nsqrt_v = sqrt(v)\nupdate = m / sqrt_v\n"
+     "wd = max(w, 0.01)\nupdate = update + wd\nlr = lr * 0.001\nupdate = clip(update, lr)",
+     "m = interp(g, m, 0.9)\nsqrt_v = sqrt(v)\nupdate = m - sqrt_v\nwd = max(w, 0.01)\n"
+     "update = update + wd\nlr = lr * 0.001\nupdate = clip(update, lr)"),
+    ("m = interp(g, g, 0.9)\nsqrt_v = sqrt(v)\nupdate = m / sqrt_v\nlr = lr * 0.000611\n"
+     "update = clip(update, lr)",
+     "m = interp(g, m, 0.6662)\nsqrt_v = sqrt(v)\nupdate = m / sqrt_v\nlr = lr * 0.000611\n"
+     "update = clip(update, lr)\nv = eps()\nm = dot(lr, update)"),
+]
+
+
+def test_saturating_programs_are_told_apart():
+    small = make_probe(layout=Layout(((3, 4), (5,))), scales=(1e-3, 1.0, 1e2))
+    for a, b in SATURATED_PAIRS:
+        pa, pb = parse_program(a), parse_program(b)
+        assert S.fingerprint(pa) != S.fingerprint(pb)
+        seen = [torch.stack([step["update"] for step in run_steps(p, S.state, ("update",), small)])
+                for p in (pa, pb)]
+        assert quantized_bytes(seen[0]) == quantized_bytes(seen[1])  # why the spread exists
 
 
 def test_quantized_values_keep_about_six_digits_and_one_form_for_specials():

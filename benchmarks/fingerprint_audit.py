@@ -1,0 +1,94 @@
+"""How often the functional fingerprint merges programs that compute different updates.
+
+    python benchmarks/fingerprint_audit.py RUNS.db [MORE.db ...]
+
+Takes every distinct optimizer program recorded in the stores, groups each store's
+programs by fingerprint in birth order (as the search's cache does: a later program is
+served from the first one with its fingerprint), and runs every merged program and the
+one it was merged into on an independent, longer audit probe: another seed and layout,
+ten steps instead of four, gradient rows from 1e-4 to 10 and every value with its own
+magnitude over six decades. A merge the audit probe tells apart is a false merge; the
+table says in how many of the audit probe's values the two differ, since two sign-like
+updates that differ only in a tiny corner of input space are near-equivalent while ones
+that differ in a tenth of their values are not. The fingerprint in use is compared with a
+small probe (3 gradient rows, 17 values, one magnitude per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import time
+from collections import defaultdict
+
+import torch
+
+from evoprog.programs import fingerprint as fp
+from evoprog.programs.ops import Layout
+from evoprog.programs.program import Program, parse_program
+from evoprog.programs.space import OptimizerSpace as S
+
+AUDIT = fp.make_probe(layout=Layout(((5, 7), (9,), (3, 4), (6, 6))),
+                      scales=(1e-4, 1e-2, 1.0, 10.0), steps=10, seed=4242,
+                      element_scales=(1e-5, 10.0))
+PROBES = {
+    "small probe (3 rows x 17 values)": fp.make_probe(layout=Layout(((3, 4), (5,))),
+                                                      scales=(1e-3, 1.0, 1e2)),
+    "fingerprint in use": fp._PROBE,
+}
+
+
+def updates(program: Program, probe: fp.Probe) -> torch.Tensor:
+    return torch.stack([step["update"] for step in
+                        fp.run_steps(program, S.state, ("update",), probe)])
+
+
+def corpus(paths: list[str]) -> list[tuple[str, Program]]:
+    """(store, pruned program) for each distinct program text, in birth order."""
+    programs = []
+    for path in paths:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT p.text FROM individuals i JOIN programs p ON p.hash = i.program_hash "
+                "JOIN runs r ON r.id = i.run_id WHERE r.family = 'optimizer' "
+                "ORDER BY i.run_id, i.birth").fetchall()
+        seen: set[str] = set()
+        for (text,) in rows:
+            if text not in seen:
+                seen.add(text)
+                programs.append((path, S.prune(parse_program(text))))
+    return programs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dbs", nargs="+", help="evoprog stores with optimizer runs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    programs = corpus(args.dbs)
+    audit = [updates(p, AUDIT) for _, p in programs]
+    print(f"{len(programs)} distinct optimizer programs from {len(args.dbs)} store(s)")
+    print("| probe | classes | merged | told apart by the audit | of them, values that "
+          "differ: < 1% / 1-10% / >= 10% | us per program |")
+    print("|---|---|---|---|---|---|")
+    for name, probe in PROBES.items():
+        start = time.process_time()
+        classes: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+        for i, (path, program) in enumerate(programs):
+            classes[(path, fp.quantized_bytes(updates(program, probe))[0])].append(i)
+        micros = (time.process_time() - start) / len(programs) * 1e6
+        merged, apart = 0, [0, 0, 0]
+        for members in classes.values():
+            first = audit[members[0]]
+            for j in members[1:]:
+                merged += 1
+                close = torch.isclose(audit[j], first, rtol=1e-4, atol=1e-10, equal_nan=True)
+                if not close.all():
+                    share = 1.0 - close.double().mean().item()
+                    apart[0 if share < 0.01 else 1 if share < 0.1 else 2] += 1
+        print(f"| {name} | {len(classes)} | {merged} | {sum(apart)} | "
+              f"{apart[0]} / {apart[1]} / {apart[2]} | {micros:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
