@@ -38,7 +38,7 @@ AUDIT = fp.make_probe(layout=Layout(((5, 7), (9,), (3, 4), (6, 6))),
 PROBES = {
     "small probe (3 rows x 17 values)": fp.make_probe(layout=Layout(((3, 4), (5,))),
                                                       scales=(1e-3, 1.0, 1e2)),
-    "fingerprint in use": fp._PROBE,
+    "fingerprint in use": fp.PROBE,
 }
 
 

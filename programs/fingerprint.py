@@ -87,7 +87,8 @@ def _log_uniform(gen: torch.Generator, rows: int, n: int,
                                                      dtype=torch.float64))
 
 
-_PROBE = make_probe(element_scales=ELEMENT_SCALES)
+# The inputs every optimizer fingerprint is computed on.
+PROBE = make_probe(element_scales=ELEMENT_SCALES)
 _CONSTANTS: dict[float, torch.Tensor] = {}
 
 
@@ -128,7 +129,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_steps(program: Program, state: tuple[str, ...], watched: tuple[str, ...],
-              probe: Probe = _PROBE, inputs: dict[str, torch.Tensor] | None = None,
+              probe: Probe = PROBE, inputs: dict[str, torch.Tensor] | None = None,
               ) -> list[dict[str, torch.Tensor]]:
     """Run ``program`` for the probe's steps with state carried and ``w -= update``.
 
