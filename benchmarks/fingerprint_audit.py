@@ -42,11 +42,6 @@ PROBES = {
 }
 
 
-def updates(program: Program, probe: fp.Probe) -> torch.Tensor:
-    return torch.stack([step["update"] for step in
-                        fp.run_steps(program, S.state, ("update",), probe)])
-
-
 LAYER_AUDIT = (*VERIFY_PROBES, make_layer_probe((7, 5, 2, 3), 5, seed=99))
 
 
@@ -106,11 +101,11 @@ def main() -> None:
           "differ: < 1% / 1-10% / >= 10% | us per program |")
     print("|---|---|---|---|---|---|")
     if optimizers:
-        audit = [updates(p, AUDIT) for _, p in optimizers]
+        audit = [fp.updates(p, S.state, AUDIT) for _, p in optimizers]
         for name, probe in PROBES.items():
-            print(audit_row(f"optimizer: {name}", optimizers,
-                            lambda p, probe=probe: fp.quantized_bytes(updates(p, probe))[0],
-                            audit))
+            def key(p: Program, probe: fp.Probe = probe) -> bytes:
+                return fp.quantized_bytes(fp.updates(p, S.state, probe))[0]
+            print(audit_row(f"optimizer: {name}", optimizers, key, audit))
     if layers:
         print(audit_row("layer: fingerprint in use", layers, LayerSpace.fingerprint,
                         [layer_outputs(p) for _, p in layers]))

@@ -158,6 +158,12 @@ def run_steps(program: Program, state: tuple[str, ...], watched: tuple[str, ...]
     return out
 
 
+def updates(program: Program, state: tuple[str, ...], probe: Probe = PROBE) -> torch.Tensor:
+    """The program's ``update`` at every step of ``probe``: (steps, rows, values)."""
+    return torch.stack([step["update"] for step in run_steps(program, state, ("update",),
+                                                             probe)])
+
+
 def _full(x: torch.Tensor, rows: int, n: int) -> torch.Tensor:
     return x.to(torch.float64).expand(rows, n) if x.shape != (rows, n) else x
 

@@ -20,8 +20,9 @@ import sympy
 import torch
 
 from .analysis import prune
-from .fingerprint import make_probe, run_steps
+from .fingerprint import make_probe, updates
 from .known import KNOWN, KNOWN_LAYERS
+from .ops import Layout
 from .program import Program
 from .symbolic import SymbolicError, SymbolicProgram, to_sympy
 
@@ -33,10 +34,12 @@ RECOGNIZABLE_OPS = frozenset({
     "invert", "negative", "reciprocal", "eps", "cube", "cbrt"})
 RTOL = 1e-3
 ATOL = 1e-12
+# Two matrices and a vector, so per-tensor and matrix ops are verified as such.
+LAYOUT = Layout(((4, 8), (8,), (4, 6)))
 # Moderate gradient magnitudes: a program's guarded division (``x / (|x| + 1e-8)``)
 # matches the template's ``sign(x)`` to RTOL only where |x| is well above 1e-8.
-_PROBES = (make_probe(seed=7, scales=(0.1, 1.0, 10.0)),
-           make_probe(seed=11, scales=(0.3, 3.0, 30.0)))
+_PROBES = (make_probe(LAYOUT, seed=7, scales=(0.1, 1.0, 10.0)),
+           make_probe(LAYOUT, seed=11, scales=(0.3, 3.0, 30.0)))
 
 
 LAYER_TITLES = {"bn_relu": "BN-ReLU", "gn_relu": "GN-ReLU", "ln_relu": "LN-ReLU",
@@ -242,12 +245,9 @@ def _verified(program: Program, candidate: Recognition,
     except (KeyError, TypeError):
         return False
     for probe in _PROBES:
-        ours = run_steps(program, state, ("update",), probe)
-        theirs = run_steps(template, state, ("update",), probe)
-        for a, b in zip(ours, theirs, strict=True):
-            x, y = a["update"], b["update"]
-            if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-                return False
-            if not torch.allclose(x, y, rtol=RTOL, atol=ATOL):
-                return False
+        x, y = updates(program, state, probe), updates(template, state, probe)
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            return False
+        if not torch.allclose(x, y, rtol=RTOL, atol=ATOL):
+            return False
     return True
