@@ -9,7 +9,8 @@ fingerprint), ``simplify`` (SymPy form) and ``recognize`` (known programs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from . import analysis, fingerprint, symbolic
 from . import recognize as recognition
@@ -31,6 +32,43 @@ class Space:
     listing_name: str = "program"
     # Inputs that programs may read but must never write (their meaning is fixed).
     read_only: tuple[str, ...] = field(default=())
+    # Named subsets of ``ops`` that a search can be limited to (``--ops NAME``).
+    op_sets: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+    def resolve_ops(self, spec: str) -> tuple[str, ...]:
+        """The ops ``spec`` names, separated by commas: op names, named sets of
+        ``op_sets``, or ``all``. Raises ProgramError naming what is unknown."""
+        sets = {"all": self.ops, **dict(self.op_sets)}
+        ops: dict[str, None] = {}
+        unknown = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            if part in sets:
+                ops.update(dict.fromkeys(sets[part]))
+            elif part in self.ops:
+                ops[part] = None
+            else:
+                unknown.append(part)
+        if unknown:
+            raise ProgramError(
+                f"{', '.join(map(repr, unknown))} is not an op of the {self.family} space; "
+                f"name its ops (README, Programs) or a set: {', '.join(sets)}")
+        return tuple(ops) or self.ops
+
+    def restricted(self, ops: Sequence[str]) -> Space:
+        """This space with only ``ops`` (all of them when empty): mutation and random
+        programs then draw from those alone. Raises ProgramError for an op outside the
+        space, or when the seed program needs one that is left out."""
+        if not ops or tuple(ops) == self.ops:
+            return self
+        unknown = [op for op in ops if op not in self.ops]
+        if unknown:
+            raise ProgramError(f"{', '.join(map(repr, unknown))} is not an op of the "
+                               f"{self.family} space")
+        missing = sorted({ins.op for ins in self.seed().instructions} - set(ops))
+        if missing:
+            raise ProgramError(f"the {self.family} seed program uses "
+                               f"{', '.join(missing)}, which the op set leaves out")
+        return replace(self, ops=tuple(ops))
 
     def seed(self) -> Program:
         return parse_program(self.seed_text)
@@ -134,10 +172,13 @@ OptimizerSpace = OptimizerFamily(
     max_length=30,
     listing_name="train",
     read_only=("w", "g", "step"),
+    op_sets=(("lion", LION_SPACE_OPS),),
 )
 """Optimizer update rules: ``w -= update`` after every step; ``m`` and ``v`` start at zero
 and carry over; ``lr`` is the schedule's value (1.0 at the start, cosine-decayed), so the
-program's own ``lr = lr * c`` sets the learning rate; ``step`` counts 1, 2, ..."""
+program's own ``lr = lr * c`` sets the learning rate; ``step`` counts 1, 2, ...
+Op set ``lion``: the 45 functions of the released Lion search space, without the Lion-K
+maps (``soft_sign``, ``clip``, ``l2_normalize``, ``orthogonalize``)."""
 
 SPACES = {"optimizer": OptimizerSpace}
 

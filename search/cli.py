@@ -84,6 +84,18 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _op_list(family: str, spec: str) -> list[str]:
+    """The ops ``--ops`` names, checked against the family's space ([] for all), so
+    that a bad name or a set that leaves out an op of the seed fails before Ray starts."""
+    space = get_space(family)
+    try:
+        ops = space.resolve_ops(spec)
+        space.restricted(ops)
+    except ProgramError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ops") from None
+    return [] if ops == space.ops else list(ops)
+
+
 @cli.command()
 @click.argument("family", type=click.Choice(["optimizer", "layer"]))
 @click.option("--budget", type=click.IntRange(min=1), default=200, show_default=True,
@@ -112,6 +124,10 @@ def _split(value: str) -> list[str]:
                    "(per-architecture) scores. Default: pareto for layers.")
 @click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Stop after this many seconds (resume continues).")
+@click.option("--ops", "op_spec", default="all", show_default=True,
+              help="Ops mutation and random programs may use: 'all', a named set "
+                   "('lion': the released Lion search space's 45 functions, without the "
+                   "Lion-K maps), or comma-separated op names.")
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster). "
                    "Part of what makes a run reproducible.")
@@ -127,7 +143,7 @@ def _split(value: str) -> list[str]:
 @db_option
 def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
            funnel: str, promote: int, strategy: str, start: str, selection: str | None,
-           max_seconds: float | None, parallel: int, cpus_per_eval: float,
+           max_seconds: float | None, op_spec: str, parallel: int, cpus_per_eval: float,
            gpus_per_eval: float, address: str | None, quiet: bool, db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
@@ -135,7 +151,7 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
                           parallel=parallel, cpus_per_eval=cpus_per_eval,
                           gpus_per_eval=gpus_per_eval, strategy=strategy, start=start,
                           selection=selection or "", funnel=_split(funnel), promote=promote,
-                          max_seconds=max_seconds)
+                          max_seconds=max_seconds, ops=_op_list(family, op_spec))
     try:
         config.validate()
     except ValueError as exc:
@@ -596,6 +612,10 @@ def export(target: str, output: Path, class_name: str | None, family: str,
               help="Evaluations in flight (0: four per evaluation slot of the cluster).")
 @click.option("--tasks", default="", help="Comma-separated search tasks "
               "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
+@click.option("--ops", "op_spec", default="all", show_default=True,
+              help="Ops mutation and random programs may use: 'all', a named set "
+                   "('lion': the released Lion search space's 45 functions, without the "
+                   "Lion-K maps), or comma-separated op names.")
 @click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
               help="Also run random search with the same budget, per seed.")
 @click.option("--compare-tier", type=click.Choice(["A", "B", "C", "none"]), default="B",
@@ -615,7 +635,8 @@ def export(target: str, output: Path, class_name: str | None, family: str,
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
-               tasks: str, random_baseline: bool, compare_tier: str, transfer_tiers: str,
+               tasks: str, op_spec: str, random_baseline: bool, compare_tier: str,
+               transfer_tiers: str,
                report_path: Path | None, plot_path: Path | None, run_ids: str,
                address: str | None, quiet: bool, db_path: Path) -> None:
     """Search for Lion from AdamW (or an EvoNorm from BN-ReLU) with several seeds and
@@ -623,11 +644,12 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     random search with the same budget."""
     from rich.progress import Progress as Bar
 
+    from .rediscover import TARGETS, report_runs
     from .rediscover import rediscover as run_rediscovery
-    from .rediscover import report_runs
 
     tiers = [] if transfer_tiers.strip().lower() == "none" else _split(transfer_tiers)
     compare = None if compare_tier == "none" else compare_tier
+    ops = _op_list(TARGETS[target].family, op_spec)
     if run_ids:
         try:
             ids = [int(part) for part in _split(run_ids)]
@@ -657,7 +679,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             report = run_rediscovery(
                 store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
                 population, tournament, parallel, _split(tasks), random_baseline,
-                compare, tiers, address, on_progress=progress, on_run=finished)
+                compare, tiers, address, on_progress=progress, on_run=finished, ops=ops)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     _write_rediscovery(report, report_path, plot_path)

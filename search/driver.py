@@ -52,7 +52,8 @@ class SearchConfig:
     ``strategy="random"`` replaces mutation by random programs (the baseline);
     ``start="random"`` fills the first population with random programs instead of
     the seed. ``selection`` is ``fitness`` or ``pareto`` (default: pareto for layers).
-    ``max_seconds`` stops the search early; it can be resumed.
+    ``max_seconds`` stops the search early; it can be resumed. ``ops`` limits mutation
+    and random programs to these ops of the family's space (empty: all of them).
     """
 
     family: str = "optimizer"
@@ -70,6 +71,7 @@ class SearchConfig:
     funnel: list[str] = field(default_factory=list)
     promote: int = 8
     max_seconds: float | None = None
+    ops: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
@@ -95,7 +97,7 @@ class SearchConfig:
             raise ValueError(f"--start must be one of {', '.join(STARTS)}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"--time must be positive, got {self.max_seconds}")
-        get_space(self.family)
+        get_space(self.family).restricted(self.ops)  # ProgramError is a ValueError
         self.tasks = list(self.tasks) or list(DEFAULT_TASKS[self.family])
         for task in self.tasks:
             family = task_family(task)  # ValueError naming the known tasks
@@ -171,7 +173,7 @@ class Search:
         self.store = store
         self.run_id = run_id
         self.config = config
-        self.space: Space = get_space(config.family)
+        self.space: Space = get_space(config.family).restricted(config.ops)
         self.on_progress = on_progress or (lambda progress: None)
         self.population = AgingPopulation(config.population, config.tournament,
                                            config.selection or "fitness")

@@ -183,10 +183,11 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                random_baseline: bool = True, compare_tier: str | None = "B",
                transfer_tiers: Sequence[str] = ("A", "B"), address: str | None = None,
                on_progress: Callable[[str, Progress], None] | None = None,
-               on_run: Callable[[RunReport], None] | None = None) -> Report:
+               on_run: Callable[[RunReport], None] | None = None,
+               ops: Sequence[str] = ()) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
-    later from the run ids alone."""
+    later from the run ids alone. ``ops`` limits the space (empty: all its ops)."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
@@ -196,7 +197,7 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
             config = SearchConfig(family=target.family, budget=budget, population=population,
                                   tournament=tournament, seed=seed, tasks=tasks,
                                   parallel=parallel, strategy=strategy,
-                                  max_seconds=max_seconds)
+                                  max_seconds=max_seconds, ops=list(ops))
             label = f"{strategy} seed {seed}"
             search = Search.start(store, config, address, on_progress=(
                 (lambda p, label=label: on_progress(label, p)) if on_progress else None))
@@ -241,7 +242,8 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
     config = {"runs": list(run_ids), "seeds": sorted({c.seed for c in configs}),
               "budget": first.budget, "max_seconds": first.max_seconds,
               "population": first.population, "tournament": first.tournament,
-              "tasks": list(first.tasks), "compare_tier": compare_tier,
+              "tasks": list(first.tasks), "ops": list(first.ops) or "all",
+              "compare_tier": compare_tier,
               "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
 

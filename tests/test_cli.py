@@ -174,7 +174,7 @@ def test_malformed_program_and_unknown_name(tmp_path):
 def test_invalid_option_values(tmp_path):
     db = tmp_path / "fresh.db"
     for args in (["--budget", "0"], ["--population", "-3"], ["--tournament", "x"],
-                 ["--task", "imagenet"]):
+                 ["--task", "imagenet"], ["--ops", "lion,foo"], ["--ops", "sign,mul"]):
         result = invoke("search", "optimizer", *args, "--db", db)
         assert_clean_error(result)
         assert "Invalid value" in result.output

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from evoprog.programs.known import get_known
+from evoprog.programs.ops import LION_SPACE_OPS
 from evoprog.search.cli import cli
 
 
@@ -82,7 +83,7 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     report_path, plot_path = tmp_path / "report.json", tmp_path / "curve.png"
     result = invoke("rediscover", "lion", "--seeds", "1", "--budget", "5", "--population",
                     "3", "--tournament", "2", "--parallel", "2", "--tasks", "digits_mlp",
-                    "--compare-tier", "none", "--transfer-tiers", "A", "--report",
+                    "--ops", "lion", "--compare-tier", "none", "--transfer-tiers", "A", "--report",
                     report_path, "--plot", plot_path, "--quiet", "--db", tmp_path / "r.db")
     assert result.exit_code == 0, result.output
     assert "rediscovering lion" in result.output
@@ -98,6 +99,8 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     assert plot_path.stat().st_size > 10_000
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
     assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]
+    assert all(r["config"]["ops"] == list(LION_SPACE_OPS) for r in runs)
+    assert len(report["config"]["ops"]) == 45
     # The report rebuilds from the recorded runs alone, with no search.
     rebuilt_path = tmp_path / "rebuilt.json"
     rebuilt = invoke("rediscover", "lion", "--runs", "1,2", "--compare-tier", "none",
@@ -116,3 +119,5 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     assert wrong.exit_code == 1 and "not layer programs" in wrong.output
     bad = invoke("rediscover", "lion", "--runs", "one", "--db", tmp_path / "r.db")
     assert bad.exit_code == 1 and "--runs takes run ids" in bad.output
+    no_op = invoke("rediscover", "lion", "--ops", "lion,nope", "--db", tmp_path / "r.db")
+    assert no_op.exit_code == 2 and "'nope' is not an op" in no_op.output

@@ -8,7 +8,9 @@ import pytest
 
 from evoprog.programs.known import get_known
 from evoprog.programs.layer_space import LayerSpace
-from evoprog.programs.program import format_program
+from evoprog.programs.mutation import mutate
+from evoprog.programs.ops import LION_K_OPS, LION_SPACE_OPS
+from evoprog.programs.program import ProgramError, format_program
 from evoprog.programs.space import OptimizerSpace
 from evoprog.search.driver import Search, SearchConfig
 from evoprog.search.evolution import AgingPopulation, Member, make_random
@@ -36,6 +38,47 @@ def test_config_checks_tasks_against_the_family():
     assert optimizer.tasks == ["digits_mlp"] and optimizer.selection == "fitness"
     old = SearchConfig.from_dict({"task": "char_lm", "budget": 3, "retired_option": 1})
     assert old.tasks == ["char_lm"] and old.budget == 3
+
+
+def test_op_sets_name_ops_and_keep_the_seed_valid():
+    space = OptimizerSpace
+    assert space.resolve_ops("all") == space.ops == space.resolve_ops("")
+    assert space.resolve_ops("lion") == LION_SPACE_OPS and len(LION_SPACE_OPS) == 45
+    assert space.resolve_ops("lion, orthogonalize") == (*LION_SPACE_OPS, "orthogonalize")
+    with pytest.raises(ProgramError, match="'foo' is not an op of the optimizer space"):
+        space.resolve_ops("sign,foo")
+    with pytest.raises(ProgramError, match="seed program uses .*interp"):
+        space.restricted(("sign", "mul"))
+    assert space.restricted(()) is space and space.restricted(space.ops) is space
+    with pytest.raises(ValueError, match="leaves out"):
+        small(ops=["sign"]).validate()
+    config = small(ops=list(LION_SPACE_OPS))
+    config.validate()
+    # Stored with the run, so a resumed run mutates within the same ops.
+    assert SearchConfig.from_dict(config.__dict__).ops == list(LION_SPACE_OPS)
+
+
+def test_mutation_and_random_programs_stay_within_the_op_set(tmp_path):
+    paper = OptimizerSpace.restricted(LION_SPACE_OPS)
+    seed = OptimizerSpace.seed()
+
+    def ops_used(space, make):
+        return {ins.op for i in range(300) for ins in make(space, i).instructions}
+
+    def child(space, i):
+        return mutate(seed, space, random.Random(i))[0]
+
+    for make in (child, lambda space, i: make_random(space, 0, i)):
+        assert ops_used(OptimizerSpace, make) & set(LION_K_OPS)  # the full space has them
+        assert not ops_used(paper, make) & set(LION_K_OPS)
+    with Store.open(tmp_path / "o.db") as store:
+        config = small(strategy="random", ops=list(LION_SPACE_OPS))
+        config.validate()
+        run_id = store.create_run("optimizer", 0, 6, config.__dict__, "local")
+        search = Search(store, run_id, config)
+        assert search.space.ops == LION_SPACE_OPS
+        assert all(ins.op in LION_SPACE_OPS for b in range(1, 40)
+                   for ins in search._make(b).program.instructions)
 
 
 def test_pareto_tournament_picks_a_front_member():
