@@ -234,6 +234,19 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
 # -- inspect -----------------------------------------------------------------------------
 
+def _search_kind(run: dict) -> str:
+    """The family, and what set the run's search apart: random search, an op subset."""
+    config = run.get("config") or {}
+    lines = [run["family"]]
+    if config.get("strategy") == "random":
+        lines.append("random search")
+    if config.get("ops"):
+        named = {ops: name for name, ops in get_space(run["family"]).op_sets}
+        ops = tuple(config["ops"])
+        lines.append(f"ops: {named[ops]}" if ops in named else f"{len(ops)} ops")
+    return "\n".join(lines)
+
+
 @cli.command()
 @json_option
 @db_option
@@ -249,7 +262,7 @@ def runs(as_json: bool, db_path: Path) -> None:
     for r in rows:
         reasons = "\n".join(f"{n} {reason}" for reason, n in r["rejected_by_reason"].items())
         redundant = r["redundant_fraction"]
-        table.add_row(str(r["id"]), r["family"], r["status"], str(r["budget"]),
+        table.add_row(str(r["id"]), _search_kind(r), r["status"], str(r["budget"]),
                       str(r["generated"]), str(r["evaluated"]), str(r["cache_hits"]),
                       str(r["rejected"]) + (f"\n{reasons}" if reasons else ""),
                       "-" if redundant is None else f"{redundant:.0%}",
