@@ -17,11 +17,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluators import DEFAULT_TASKS
+from ..evaluators import DEFAULT_TASKS, TIERS
 from ..programs.export import export_known, export_program
-from ..programs.known import KNOWN, KNOWN_LAYERS, get_known
+from ..programs.known import KNOWN, KNOWN_LAYERS, KnownProgram, get_known
 from ..programs.layer_export import export_known_layer, export_layer
-from ..programs.program import ProgramError, parse_program
+from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
 from ..programs.space import get_space
 from ..store import Store, StoreError
@@ -587,25 +587,106 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     TARGET is an individual's id, a known program's name (see `evoprog known`), or a
     file holding program text (`-` for standard input; `--family layer` for a layer).
     """
+    family, label, program, known_program = _target(target, family, db_path)
+    if known_program is not None and known_program.family == "layer":
+        source = export_known_layer(known_program.name, class_name)
+    elif known_program is not None:
+        source = export_known(known_program, class_name=class_name)
+    else:
+        default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
+        source = _export(family, program, class_name or (
+            f"Evolved{target}" if target.isdigit() else default))
+    output.write_text(source)
+    click.echo(f"wrote {output}")
+
+
+def _target(target: str, family: str, db_path: Path,
+            ) -> tuple[str, str, Program, KnownProgram | None]:
+    """(family, label, program, known program or None) for a command's TARGET: an
+    individual's id, a file of program text (``-``: standard input) of ``family``, or a
+    known program's name."""
     if target.isdigit():
         with open_existing(db_path) as store:
             ind = store.individual(int(target))
-        program = parse_program(ind["text"])
-        source = _export(_family_of(ind), program, class_name or f"Evolved{ind['id']}")
-    elif target == "-" or Path(target).is_file():
+        return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None
+    if target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
             Path(target).read_text()
-        program = get_space(family).parse(text)
-        default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
-        source = _export(family, program, class_name or default)
-    else:
-        known_program = get_known(target)
-        if known_program.family == "layer":
-            source = export_known_layer(known_program.name, class_name)
-        else:
-            source = export_known(known_program, class_name=class_name)
-    output.write_text(source)
-    click.echo(f"wrote {output}")
+        return family, target, get_space(family).parse(text), None
+    known_program = get_known(target)
+    return known_program.family, known_program.name, known_program.program(), known_program
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--tasks", "--task", "tasks", default="",
+              help="Comma-separated tasks (default: the family's search default).")
+@click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True)
+@click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
+              show_default=True, help="Family of programs read from files.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch threads; 1 scores exactly as the search's workers do.")
+@json_option
+@db_option
+def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threads: int,
+             as_json: bool, db_path: Path) -> None:
+    """Score programs on proxy tasks at one tier, as a search scores its candidates:
+    fitness relative to the AdamW seed (optimizers) or mean accuracy (layers).
+
+    Each TARGET is an individual's id, a known program's name (see `evoprog known`), or
+    a file holding program text (`-` for standard input). Tiers B and C train longer
+    and wider than the search's tier A (minutes per program at C on a CPU).
+    """
+    import torch
+
+    from ..evaluators import task_family
+    from ..evaluators.suite import evaluate_suite
+
+    programs = [_target(target, family, db_path) for target in targets]
+    for program_family, label, _, _ in programs:
+        names = _split(tasks) or list(DEFAULT_TASKS[program_family])
+        for name in names:
+            try:
+                scores = task_family(name)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--tasks") from None
+            if scores != program_family:
+                raise UserError(f"{label} is a {program_family} program; task {name!r} "
+                                f"scores {scores} programs")
+    torch.set_num_threads(threads)
+    rows = []
+    for program_family, label, program, _ in programs:
+        names = _split(tasks) or list(DEFAULT_TASKS[program_family])
+        with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
+            result, records = evaluate_suite(program, names, tier)
+        per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
+                                "fitness": r["fitness"],
+                                "metric": r["metrics"].get("metric"),
+                                "lr_scale": r["metrics"].get("lr_scale"),
+                                "seconds": r["seconds"]} for r in records}
+        rows.append({"target": label, "family": program_family, "tier": tier,
+                     "tasks": names, "status": result.status, "reason": result.reason,
+                     "fitness": result.fitness, "seconds": result.seconds,
+                     "per_task": per_task})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("program", "status", "fitness", "per task: fitness (metric, best lr scale)",
+                  "seconds", title=f"tier {tier}")
+    for row in rows:
+        detail = "\n".join(_task_detail(task, r) for task, r in row["per_task"].items())
+        table.add_row(row["target"], row["status"], fmt(row["fitness"]), detail,
+                      f"{row['seconds']:.1f}")
+    console.print(table)
+    click.echo("seconds: the first program's also include scoring the seed once per task",
+               err=True)
+
+
+def _task_detail(task: str, r: dict) -> str:
+    if r["status"] != "ok":
+        return f"{task}: {r['status']}: {r['reason']}"
+    scale = f", x{r['lr_scale']:g}" if r["lr_scale"] else ""
+    return f"{task}: {fmt(r['fitness'])} ({fmt(r['metric'])}{scale})"
 
 
 # -- rediscovery ------------------------------------------------------------------------

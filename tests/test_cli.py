@@ -114,6 +114,35 @@ def test_export_program_file(tmp_path):
     assert load_module(out).Mine.__init__.__defaults__[0] == 0.0003
 
 
+def test_evaluate_scores_as_the_search_did(searched, tmp_path):
+    db, _ = searched
+    with sqlite3.connect(db) as conn:
+        ind_id, fitness = conn.execute(
+            "select id, fitness from individuals where status = 'ok' and cache_hit = 0 "
+            "and birth > 0 order by fitness desc limit 1").fetchone()
+    text = tmp_path / "rule.txt"
+    text.write_text("update = negative(g)\nupdate = update * lr\n")  # gradient ascent
+    result = invoke("evaluate", ind_id, "adamw_paper", text, "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["target"] for r in rows] == [f"individual {ind_id}", "adamw_paper", str(text)]
+    assert rows[0]["fitness"] == fitness  # bit for bit, as the search's worker scored it
+    assert rows[1]["fitness"] == 1.0 and rows[1]["per_task"]["digits_mlp"]["lr_scale"] == 3
+    assert rows[2]["status"] == "rejected" and rows[2]["fitness"] is None
+    table = invoke("evaluate", "signum", "--tasks", "char_lm").output
+    assert "tier A" in table and "char_lm:" in table
+
+
+def test_evaluate_refuses_what_it_cannot_score(searched):
+    db, _ = searched
+    assert_clean_error(invoke("evaluate", "lion", "--tasks", "digits_layers"),
+                       "lion is a optimizer program")
+    assert_clean_error(invoke("evaluate", "lion", "--tasks", "imagenet"), "unknown task")
+    assert_clean_error(invoke("evaluate", "nosuch"), "no known program named")
+    assert_clean_error(invoke("evaluate", "99999", "--db", db), "99999")
+    assert_clean_error(invoke("evaluate", "lion", "--tier", "D"), "Invalid value")
+
+
 # -- bad input: one clear line, non-zero exit, nothing changed -----------------------------
 
 def assert_clean_error(result, *words):
