@@ -663,6 +663,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threa
                                 "fitness": r["fitness"],
                                 "metric": r["metrics"].get("metric"),
                                 "lr_scale": r["metrics"].get("lr_scale"),
+                                "scores": r["metrics"].get("scores"),
                                 "seconds": r["seconds"]} for r in records}
         rows.append({"target": label, "family": program_family, "tier": tier,
                      "tasks": names, "status": result.status, "reason": result.reason,
@@ -671,20 +672,25 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threa
     if as_json:
         print_json(rows)
         return
-    table = Table("program", "status", "fitness", "per task: fitness (metric, best lr scale)",
+    table = Table("program", "status", "fitness",
+                  "per task: fitness (metric, best lr scale; or per-architecture scores)",
                   "seconds", title=f"tier {tier}")
     for row in rows:
         detail = "\n".join(_task_detail(task, r) for task, r in row["per_task"].items())
         table.add_row(row["target"], row["status"], fmt(row["fitness"]), detail,
                       f"{row['seconds']:.1f}")
     console.print(table)
-    click.echo("seconds: the first program's also include scoring the seed once per task",
-               err=True)
+    if any(row["family"] == "optimizer" for row in rows):
+        click.echo("seconds: the first optimizer's also include scoring the seed once per "
+                   "task", err=True)
 
 
 def _task_detail(task: str, r: dict) -> str:
     if r["status"] != "ok":
         return f"{task}: {r['status']}: {r['reason']}"
+    if r["metric"] is None and r["scores"]:
+        scores = ", ".join(f"{name} {fmt(value)}" for name, value in r["scores"].items())
+        return f"{task}: {fmt(r['fitness'])} ({scores})"
     scale = f", x{r['lr_scale']:g}" if r["lr_scale"] else ""
     return f"{task}: {fmt(r['fitness'])} ({fmt(r['metric'])}{scale})"
 

@@ -38,6 +38,21 @@ def test_layer_search_records_per_architecture_scores(layer_run):
         assert seed[0]["recognized"]["family"] == "bn_relu"
 
 
+def test_evaluate_a_layer_as_the_search_did(layer_run, tmp_path):
+    db, _ = layer_run
+    seed = json.loads(invoke("show", "1", "--json", "--db", db).output)
+    layer = tmp_path / "layer.txt"
+    layer.write_text(seed["text"])
+    result = invoke("evaluate", "1", layer, "--family", "layer", "--json", "--db", db)
+    assert result.exit_code == 0, result.output
+    by_id, from_file = json.loads(result.stdout)
+    assert by_id["family"] == "layer" and by_id["fitness"] == seed["fitness"]
+    scores = by_id["per_task"]["digits_layers"]["scores"]
+    assert by_id["fitness"] == pytest.approx(sum(scores.values()) / 3)
+    assert from_file["fitness"] == seed["fitness"]
+    assert "resnet" in invoke("evaluate", "1", "--db", db).output
+
+
 def test_layer_show_export_and_plot(layer_run, tmp_path):
     db, _ = layer_run
     shown = invoke("show", "1", "--db", db)
