@@ -9,6 +9,7 @@ from tier A on to the costlier tiers B and C.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..programs.program import Program
 from .device import device
@@ -29,9 +30,10 @@ DEFAULT_TASKS = {"optimizer": ("digits_mlp",), "layer": ("digits_layers",)}
 """What a search of each family scores on unless told otherwise (tier A: fast)."""
 
 
-def get_task(name: str, tier: str = "A") -> Task:
+def get_task(name: str, tier: str = "A", **overrides: Any) -> Task:
     """The registered task called ``name`` at ``tier``; ValueError naming the known tasks
-    (or tiers) otherwise."""
+    (or tiers) otherwise. ``overrides`` replace settings of an optimizer task's tier
+    (e.g. ``lr_scales=(1, 3, 10)``)."""
     from .layer_tasks import LAYER_TASKS
 
     factories = {**TASKS, **LAYER_TASKS}
@@ -42,7 +44,10 @@ def get_task(name: str, tier: str = "A") -> Task:
             f"unknown task {name!r} (known tasks: {', '.join(sorted(factories))})") from None
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r} (known tiers: {', '.join(TIERS)})")
-    return factory(tier)
+    if overrides and name not in TASKS:
+        raise ValueError(f"task {name!r} takes no settings such as "
+                         f"{', '.join(overrides)}")
+    return factory(tier, **overrides)
 
 
 def task_family(name: str) -> str:
@@ -50,11 +55,13 @@ def task_family(name: str) -> str:
     return get_task(name).family
 
 
-def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A") -> EvalResult:
-    """Evaluate ``program`` on the named task and tier; ``seconds`` is the call's wall
-    time (the first call per process and task also scores the AdamW seed, see tasks)."""
+def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A",
+             **overrides: Any) -> EvalResult:
+    """Evaluate ``program`` on the named task and tier (settings ``overrides`` as in
+    ``get_task``); ``seconds`` is the call's wall time (the first call per process and
+    task settings also scores the AdamW seed, see tasks)."""
     start = time.perf_counter()
-    result = get_task(task_name, tier).evaluate(program)
+    result = get_task(task_name, tier, **overrides).evaluate(program)
     result.seconds = time.perf_counter() - start
     return result
 

@@ -18,8 +18,9 @@ from .result import EvalResult
 
 
 def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
-                   ) -> tuple[EvalResult, list[dict[str, Any]]]:
-    """(combined result, one evaluation record per task that ran)."""
+                   **overrides: Any) -> tuple[EvalResult, list[dict[str, Any]]]:
+    """(combined result, one evaluation record per task that ran); ``overrides``
+    replace task settings (see ``get_task``)."""
     from . import evaluate
 
     if not tasks:
@@ -28,7 +29,7 @@ def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
     records: list[dict[str, Any]] = []
     results: dict[str, EvalResult] = {}
     for name in tasks:
-        result = evaluate(program, name, tier)
+        result = evaluate(program, name, tier, **overrides)
         records.append({"task": name, "tier": tier, **result.to_dict()})
         results[name] = result
         if not result.ok:

@@ -624,12 +624,15 @@ def _target(target: str, family: str, db_path: Path,
 @click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True)
 @click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
               show_default=True, help="Family of programs read from files.")
+@click.option("--lr-scales", default="",
+              help="Learning-rate multiples trained side by side, the best one scored "
+                   "(default: the tier's: 1,3,10 at A, 1 at B and C).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch threads; 1 scores exactly as the search's workers do.")
 @json_option
 @db_option
-def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threads: int,
-             as_json: bool, db_path: Path) -> None:
+def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_scales: str,
+             threads: int, as_json: bool, db_path: Path) -> None:
     """Score programs on proxy tasks at one tier, as a search scores its candidates:
     fitness relative to the AdamW seed (optimizers) or mean accuracy (layers).
 
@@ -642,8 +645,21 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threa
     from ..evaluators import task_family
     from ..evaluators.suite import evaluate_suite
 
+    overrides = {}
+    if lr_scales:
+        try:
+            scales = tuple(float(part) for part in _split(lr_scales))
+        except ValueError:
+            scales = ()
+        if not scales or not all(0 < s < float("inf") for s in scales):
+            raise click.BadParameter(f"expected positive numbers such as 1,3,10, got "
+                                     f"{lr_scales!r}", param_hint="--lr-scales")
+        overrides["lr_scales"] = scales
     programs = [_target(target, family, db_path) for target in targets]
     for program_family, label, _, _ in programs:
+        if overrides and program_family != "optimizer":
+            raise UserError(f"{label} is a {program_family} program; --lr-scales is for "
+                            "optimizers")
         names = _split(tasks) or list(DEFAULT_TASKS[program_family])
         for name in names:
             try:
@@ -658,7 +674,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threa
     for program_family, label, program, _ in programs:
         names = _split(tasks) or list(DEFAULT_TASKS[program_family])
         with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
-            result, records = evaluate_suite(program, names, tier)
+            result, records = evaluate_suite(program, names, tier, **overrides)
         per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
                                 "fitness": r["fitness"],
                                 "metric": r["metrics"].get("metric"),
@@ -666,7 +682,8 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, threa
                                 "scores": r["metrics"].get("scores"),
                                 "seconds": r["seconds"]} for r in records}
         rows.append({"target": label, "family": program_family, "tier": tier,
-                     "tasks": names, "status": result.status, "reason": result.reason,
+                     "tasks": names, "lr_scales": list(overrides.get("lr_scales", [])),
+                     "status": result.status, "reason": result.reason,
                      "fitness": result.fitness, "seconds": result.seconds,
                      "per_task": per_task})
     if as_json:

@@ -131,6 +131,11 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
     assert rows[2]["status"] == "rejected" and rows[2]["fitness"] is None
     table = invoke("evaluate", "signum", "--tasks", "char_lm").output
     assert "tier A" in table and "char_lm:" in table
+    one = json.loads(invoke("evaluate", "adamw_paper", "sgd", "--lr-scales", "1",
+                            "--json").stdout)
+    assert one[0]["fitness"] == 1.0 and one[0]["lr_scales"] == [1.0]  # its own reference
+    assert one[0]["per_task"]["digits_mlp"]["metric"] != rows[1]["per_task"]["digits_mlp"][
+        "metric"]  # scale 1 alone, not tier A's best of 1, 3, 10
 
 
 def test_evaluate_refuses_what_it_cannot_score(searched):
@@ -141,6 +146,8 @@ def test_evaluate_refuses_what_it_cannot_score(searched):
     assert_clean_error(invoke("evaluate", "nosuch"), "no known program named")
     assert_clean_error(invoke("evaluate", "99999", "--db", db), "99999")
     assert_clean_error(invoke("evaluate", "lion", "--tier", "D"), "Invalid value")
+    assert_clean_error(invoke("evaluate", "lion", "--lr-scales", "1,-3"), "positive numbers")
+    assert_clean_error(invoke("evaluate", "bn_relu", "--lr-scales", "1"), "for optimizers")
 
 
 # -- bad input: one clear line, non-zero exit, nothing changed -----------------------------
