@@ -830,10 +830,12 @@ def _print_rediscovery(report) -> None:
     for strategy, text in report.summary().items():
         console.print(f"{strategy}: target family in the top 10 in {text} seeds")
     if report.transfer:
-        keys = [k for k in report.transfer[0] if k != "program"]
+        keys = [k for k in report.transfer[0] if k not in ("program", "not_scored")]
         table = Table("program", *keys, title="held-out tasks (fitness)")
         for row in report.transfer:
-            table.add_row(row["program"], *[fmt(row[k]) for k in keys])
+            why = row.get("not_scored", {})
+            table.add_row(row["program"], *[why[k] if k in why else fmt(row[k])
+                                             for k in keys])
         console.print(table)
 
 

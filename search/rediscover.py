@@ -173,8 +173,13 @@ def _best_distinct(population: deque[dict], top: int, space: Space,
 
 
 def _fitness(program: Program, tasks: Sequence[str], tier: str) -> float | None:
+    return _scored(program, tasks, tier)[0]
+
+
+def _scored(program: Program, tasks: Sequence[str], tier: str) -> tuple[float | None, str]:
+    """(fitness, "") when the program trains to the end, else (None, why not)."""
     result, _ = evaluate_suite(program, tasks, tier)
-    return result.fitness if result.ok else None
+    return (result.fitness, "") if result.ok else (None, f"{result.status}: {result.reason}")
 
 
 def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
@@ -272,6 +277,9 @@ def _transfer(store: Store, target: Target, reports: list[RunReport],
         row: dict[str, Any] = {"program": label}
         for task in target.transfer_tasks:
             for tier in tiers:
-                row[f"{task}@{tier}"] = _fitness(program, [task], tier)
+                key = f"{task}@{tier}"
+                row[key], why = _scored(program, [task], tier)
+                if why:  # e.g. the time limit, when the machine is busy
+                    row.setdefault("not_scored", {})[key] = why
         rows.append(row)
     return rows

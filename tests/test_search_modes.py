@@ -185,3 +185,28 @@ def test_rediscovery_report_finds_lion_entering_the_top(tmp_path):
     assert report.generated_by_then == 13 and report.evaluated_by_then == 13
     assert report.lineage == ["(seed)", "change_op: test"]
     assert [fitness for _, fitness in report.curve] == sorted(f for _, f in report.curve)
+
+
+def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
+    """Held-out scores that did not train to the end keep their reason in the report."""
+    import evoprog.search.rediscover as rediscover
+    from evoprog.evaluators.result import EvalResult
+
+    def fake_suite(program, tasks, tier):
+        if program == OptimizerSpace.seed():
+            return EvalResult(None, "rejected", "time limit: 15 s"), []
+        return EvalResult(0.97, "ok"), []
+
+    monkeypatch.setattr(rediscover, "evaluate_suite", fake_suite)
+    with Store.open(tmp_path / "t.db") as store:
+        config = small(budget=2)
+        config.validate()
+        run_id = store.create_run("optimizer", 0, 2, config.__dict__, "local")
+        _record(store, run_id, 0, OptimizerSpace.seed(), 1.0)
+        report = rediscover.report_runs(store, "lion", [run_id], None, ["A"])
+    evolved, *references = report.transfer
+    assert evolved["digits_mlp@A"] is None  # the best evolved program is the seed here
+    assert evolved["not_scored"] == {"digits_mlp@A": "rejected: time limit: 15 s"}
+    assert [row["program"] for row in references] == ["adamw_paper", "adamw", "lion"]
+    assert all(row["digits_mlp@A"] == 0.97 and "not_scored" not in row
+               for row in references)
