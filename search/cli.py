@@ -655,12 +655,14 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
             raise click.BadParameter(f"expected positive numbers such as 1,3,10, got "
                                      f"{lr_scales!r}", param_hint="--lr-scales")
         overrides["lr_scales"] = scales
-    programs = [_target(target, family, db_path) for target in targets]
-    for program_family, label, _, _ in programs:
+    plans = []  # (family, label, program, task names), all checked before any training
+    for target in targets:
+        program_family, label, program, _ = _target(target, family, db_path)
         if overrides and program_family != "optimizer":
             raise UserError(f"{label} is a {program_family} program; --lr-scales is for "
                             "optimizers")
         names = _split(tasks) or list(DEFAULT_TASKS[program_family])
+        plans.append((program_family, label, program, names))
         for name in names:
             try:
                 scores = task_family(name)
@@ -671,8 +673,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                                 f"scores {scores} programs")
     torch.set_num_threads(threads)
     rows = []
-    for program_family, label, program, _ in programs:
-        names = _split(tasks) or list(DEFAULT_TASKS[program_family])
+    for program_family, label, program, names in plans:
         with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
             result, records = evaluate_suite(program, names, tier, **overrides)
         per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
