@@ -84,6 +84,14 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+LATER_TIERS = "later"  # what --funnel alone stands for
+
+
+def _funnel(spec: str, tier: str) -> list[str]:
+    """``--funnel``'s tiers; given alone, every tier costlier than the search's."""
+    return list(TIERS[TIERS.index(tier) + 1:]) if spec == LATER_TIERS else _split(spec)
+
+
 def _op_list(family: str, spec: str) -> list[str]:
     """The ops ``--ops`` names, checked against the family's space ([] for all), so
     that a bad name or a set that leaves out an op of the seed fails before Ray starts."""
@@ -106,11 +114,14 @@ def _op_list(family: str, spec: str) -> list[str]:
               help="Tournament size (the paper used 2 with population 1000).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
 @click.option("--tasks", "--task", "tasks", default="",
-              help="Comma-separated proxy tasks scored at tier A, cheapest first "
+              help="Comma-separated proxy tasks scored at --tier, cheapest first "
                    "(default: digits_mlp for optimizers, digits_layers for layers).")
-@click.option("--funnel", is_flag=False, flag_value="B,C", default="",
-              help="After the search, promote the best programs to these tiers "
-                   "(--funnel alone: B,C).")
+@click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
+              help="Tier every candidate is scored at: B and C train longer and larger "
+                   "(about 10x and 100x the cost of A), for GPU machines and clusters.")
+@click.option("--funnel", is_flag=False, flag_value=LATER_TIERS, default="",
+              help="After the search, promote the best programs to these costlier tiers "
+                   "(--funnel alone: every tier after --tier).")
 @click.option("--promote", type=click.IntRange(min=1), default=8, show_default=True,
               help="Programs promoted to the first funnel tier (a quarter as many to "
                    "each next one).")
@@ -142,15 +153,16 @@ def _op_list(family: str, spec: str) -> list[str]:
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
 def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
-           funnel: str, promote: int, strategy: str, start: str, selection: str | None,
+           tier: str, funnel: str, promote: int, strategy: str, start: str, selection: str | None,
            max_seconds: float | None, op_spec: str, parallel: int, cpus_per_eval: float,
            gpus_per_eval: float, address: str | None, quiet: bool, db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
-                          tournament=tournament, seed=seed, tasks=_split(tasks),
+                          tournament=tournament, seed=seed, tasks=_split(tasks), tier=tier,
                           parallel=parallel, cpus_per_eval=cpus_per_eval,
                           gpus_per_eval=gpus_per_eval, strategy=strategy, start=start,
-                          selection=selection or "", funnel=_split(funnel), promote=promote,
+                          selection=selection or "", funnel=_funnel(funnel, tier),
+                          promote=promote,
                           max_seconds=max_seconds, ops=_op_list(family, op_spec))
     try:
         config.validate()
@@ -235,9 +247,12 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 # -- inspect -----------------------------------------------------------------------------
 
 def _search_kind(run: dict) -> str:
-    """The family, and what set the run's search apart: random search, an op subset."""
+    """The family, and what set the run's search apart: random search, an op subset, a
+    costlier tier than A."""
     config = run.get("config") or {}
     lines = [run["family"]]
+    if config.get("tier", "A") != "A":
+        lines.append(f"tier {config['tier']}")
     if config.get("strategy") == "random":
         lines.append("random search")
     if config.get("ops"):
@@ -317,8 +332,8 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
         recognized = space.recognize(parse_program(r["text"]))
         out.append({
             "id": r["id"], "run": run_id, "birth": r["birth"], "fitness": r["fitness"],
-            "tiers": {"A": r["fitness"], **{t: f for t, f in tiers.get(r["id"], {}).items()
-                                            if t != "A"}},
+            "tiers": {config.tier: r["fitness"],
+                      **{t: f for t, f in tiers.get(r["id"], {}).items() if t != config.tier}},
             "scores": scores[i], "pareto_front": i in front,
             "recognized": recognized.to_json() if recognized else None,
             "recognized_as": str(recognized) if recognized else None,
@@ -328,7 +343,8 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
 
 def _print_top(store: Store, run_id: int, n: int) -> None:
     rows = _top_rows(store, run_id, n)
-    later = sorted({t for r in rows for t in r["tiers"] if t != "A"})
+    tier = SearchConfig.from_dict(store.run(run_id)["config"]).tier
+    later = sorted({t for r in rows for t in r["tiers"] if t != tier})
     score_keys = sorted({k for r in rows for k in r["scores"]})
     columns = ["id", "birth", "fitness", *[f"tier {t}" for t in later], *score_keys]
     if any(r["pareto_front"] for r in rows):
@@ -728,6 +744,8 @@ def _task_detail(task: str, r: dict) -> str:
 @click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster).")
+@click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
+              help="Tier the searches score every candidate at.")
 @click.option("--tasks", default="", help="Comma-separated search tasks "
               "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
 @click.option("--ops", "op_spec", default="all", show_default=True,
@@ -753,7 +771,7 @@ def _task_detail(task: str, r: dict) -> str:
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
-               tasks: str, op_spec: str, random_baseline: bool, compare_tier: str,
+               tier: str, tasks: str, op_spec: str, random_baseline: bool, compare_tier: str,
                transfer_tiers: str,
                report_path: Path | None, plot_path: Path | None, run_ids: str,
                address: str | None, quiet: bool, db_path: Path) -> None:
@@ -797,7 +815,8 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             report = run_rediscovery(
                 store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
                 population, tournament, parallel, _split(tasks), random_baseline,
-                compare, tiers, address, on_progress=progress, on_run=finished, ops=ops)
+                compare, tiers, address, on_progress=progress, on_run=finished, ops=ops,
+                tier=tier)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     _write_rediscovery(report, report_path, plot_path)

@@ -46,8 +46,8 @@ STARTS = ("seed", "random")
 class SearchConfig:
     """Everything that defines a run; stored with it, so ``resume`` needs nothing else.
 
-    ``tasks`` are scored at tier A for every candidate (empty: the family's default);
-    ``funnel`` lists later tiers (e.g. ``["B", "C"]``) to which the ``promote`` best
+    ``tasks`` are scored at ``tier`` for every candidate (empty: the family's default);
+    ``funnel`` lists costlier tiers (e.g. ``["B", "C"]``) to which the ``promote`` best
     programs go after the search, a quarter as many at each further tier.
     ``strategy="random"`` replaces mutation by random programs (the baseline);
     ``start="random"`` fills the first population with random programs instead of
@@ -62,6 +62,7 @@ class SearchConfig:
     tournament: int = 10
     seed: int = 0
     tasks: list[str] = field(default_factory=list)
+    tier: str = "A"
     parallel: int = 0  # evaluations in flight; 0 = AUTO_PARALLEL_PER_SLOT per slot
     cpus_per_eval: float = 1.0
     gpus_per_eval: float = 0.0
@@ -106,9 +107,13 @@ class SearchConfig:
                                  f"{self.family} programs")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("a task is listed twice")
+        if self.tier not in TIERS:
+            raise ValueError(f"--tier must be one of {', '.join(TIERS)}, got {self.tier!r}")
+        later = TIERS[TIERS.index(self.tier) + 1:]
         for tier in self.funnel:
-            if tier not in TIERS[1:]:
-                raise ValueError(f"funnel tiers must be among {', '.join(TIERS[1:])}, "
+            if tier not in later:
+                raise ValueError(f"funnel tiers must come after the search's tier "
+                                 f"{self.tier} ({', '.join(later) or 'none is'}), "
                                  f"got {tier!r}")
         self.selection = self.selection or ("pareto" if self.family == "layer"
                                             else "fitness")
@@ -196,8 +201,14 @@ class Search:
               **kwargs) -> Search:
         config.validate()
         cluster = start_ray(address)
+        if cluster["address"] == "local" and config.gpus_per_eval > cluster["gpus"]:
+            # Ray on this machine cannot grow; a cluster's autoscaler may add GPU nodes.
+            raise SearchError(f"--gpus-per-eval {config.gpus_per_eval:g} but this machine "
+                             f"has {cluster['gpus']:g} GPUs for Ray")
         if config.parallel == 0:
             slots = cluster["cpus"] / config.cpus_per_eval
+            if config.gpus_per_eval and cluster["gpus"]:
+                slots = min(slots, cluster["gpus"] / config.gpus_per_eval)
             config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
         run_id = store.create_run(config.family, config.seed, config.budget, asdict(config),
                                   cluster["address"])
@@ -228,7 +239,7 @@ class Search:
                 return self.run_id
             for depth, tier in enumerate(self.config.funnel):
                 self._promote(tier, max(1, self.config.promote // 4 ** depth),
-                              self.config.funnel[depth - 1] if depth else "A")
+                              self.config.funnel[depth - 1] if depth else self.config.tier)
         except KeyboardInterrupt:
             self._stop("interrupted")
             raise
@@ -316,7 +327,7 @@ class Search:
                 self.waiting_on.setdefault(first, []).append(item.birth)
             return
         cached = self.store.cached_result(self.config.family, item.program_hash,
-                                          self.config.tasks[0])
+                                          self.config.tasks[0], self.config.tier)
         if cached is not None and (cached["metrics"] or {}).get("tasks") == self.config.tasks:
             self._finish(item.birth, Outcome(cached["status"], cached["reason"],
                                              cached["fitness"], cached["metrics"],
@@ -332,7 +343,7 @@ class Search:
         return key
 
     def _submit(self, item: Pending) -> None:
-        ref = self.evaluate.remote(item.text, self.config.tasks, "A")
+        ref = self.evaluate.remote(item.text, self.config.tasks, self.config.tier)
         self.in_flight[ref] = item.birth
 
     def _collect(self) -> None:
@@ -398,7 +409,7 @@ class Search:
 
     def _promote(self, tier: str, count: int, previous: str) -> None:
         """Evaluate the ``count`` best programs of the previous tier at ``tier`` and
-        record the results beside their tier-A ones. Programs already scored at this
+        record the results beside the search's own. Programs already scored at this
         tier (a resumed run) are not evaluated again."""
         candidates = self._ranked(previous)[:count]
         self.progress.phase = f"tier {tier}"
@@ -426,7 +437,7 @@ class Search:
 
     def _ranked(self, tier: str) -> list[dict]:
         """The run's distinct ok programs, best first by their fitness at ``tier``."""
-        if tier == "A":
+        if tier == self.config.tier:
             return self.store.top(self.run_id, 10 ** 9)
         return self.store.top_at_tier(self.run_id, suite_key(self.config.tasks), tier)
 

@@ -189,10 +189,11 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                transfer_tiers: Sequence[str] = ("A", "B"), address: str | None = None,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None,
-               ops: Sequence[str] = ()) -> Report:
+               ops: Sequence[str] = (), tier: str = "A") -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
-    later from the run ids alone. ``ops`` limits the space (empty: all its ops)."""
+    later from the run ids alone. ``ops`` limits the space (empty: all its ops);
+    ``tier`` is the tier the searches score candidates at."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
@@ -201,7 +202,7 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
         for strategy in strategies:
             config = SearchConfig(family=target.family, budget=budget, population=population,
                                   tournament=tournament, seed=seed, tasks=tasks,
-                                  parallel=parallel, strategy=strategy,
+                                  tier=tier, parallel=parallel, strategy=strategy,
                                   max_seconds=max_seconds, ops=list(ops))
             label = f"{strategy} seed {seed}"
             search = Search.start(store, config, address, on_progress=(
@@ -247,8 +248,8 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
     config = {"runs": list(run_ids), "seeds": sorted({c.seed for c in configs}),
               "budget": first.budget, "max_seconds": first.max_seconds,
               "population": first.population, "tournament": first.tournament,
-              "tasks": list(first.tasks), "ops": list(first.ops) or "all",
-              "compare_tier": compare_tier,
+              "tasks": list(first.tasks), "tier": first.tier,
+              "ops": list(first.ops) or "all", "compare_tier": compare_tier,
               "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
 

@@ -570,18 +570,21 @@ class Store:
             raise StoreError(f"no individual {individual_id} in {self.path}")
         return rows
 
-    def cached_result(self, family: str, program_hash: str,
-                      task: str | None = None) -> dict | None:
-        """The first real evaluation of this program in any run (on ``task``, when given),
-        for the equivalence cache: a fitness measured on another task is no answer."""
+    def cached_result(self, family: str, program_hash: str, task: str | None = None,
+                      tier: str | None = None) -> dict | None:
+        """The first real evaluation of this program in any run (on ``task`` and as a
+        search at ``tier``, when given), for the equivalence cache: a fitness measured
+        on another task or tier is no answer. Runs recorded before searches had a tier
+        searched at tier A."""
         row = self._one("""
             SELECT i.id, i.run_id, i.status, i.reason, i.fitness, i.metrics, i.eval_seconds
             FROM individuals i JOIN programs p ON p.hash = i.program_hash
             WHERE i.program_hash = ? AND p.family = ? AND i.cache_hit = 0
               AND (? IS NULL OR EXISTS (SELECT 1 FROM evaluations e
                                         WHERE e.individual_id = i.id AND e.task = ?))
+              AND (? IS NULL OR COALESCE(json_extract(i.metrics, '$.tier'), 'A') = ?)
             ORDER BY i.id LIMIT 1
-        """, [program_hash, family, task, task])
+        """, [program_hash, family, task, task, tier, tier])
         return _decode(row, "metrics") if row else None
 
     # -- later tiers ---------------------------------------------------------------------

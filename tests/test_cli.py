@@ -229,3 +229,25 @@ def test_console_script_end_to_end(tmp_path):
     runs = subprocess.run([sys.executable, "-m", "evoprog", "runs", "--json", "--db",
                            str(db)], capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(runs.stdout)[0]["individuals"] == 12
+
+
+def test_search_tier_and_funnel_options(tmp_path):
+    from evoprog.search.cli import _funnel
+
+    assert _funnel("later", "A") == ["B", "C"] and _funnel("later", "B") == ["C"]
+    assert _funnel("later", "C") == [] and _funnel("C", "B") == ["C"]
+    # A funnel tier no costlier than the search's own is refused before Ray starts.
+    result = invoke("search", "optimizer", "--tier", "B", "--funnel", "B,C",
+                    "--db", tmp_path / "t.db")
+    assert result.exit_code == 2
+    assert "funnel tiers must come after the search's tier B" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "t.db").exists()
+    assert invoke("search", "optimizer", "--tier", "D").exit_code == 2
+
+
+def test_gpus_asked_of_a_machine_without_them_is_one_clear_error(tmp_path, ray_local):
+    result = invoke("search", "optimizer", "--gpus-per-eval", "0.5", "--budget", "2",
+                    "--db", tmp_path / "g.db")
+    assert result.exit_code == 1, result.output
+    assert "--gpus-per-eval 0.5 but this machine has 0 GPUs" in result.output
+    assert "Traceback" not in result.output

@@ -115,7 +115,7 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
     assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]
     assert all(r["config"]["ops"] == list(LION_SPACE_OPS) for r in runs)
-    assert len(report["config"]["ops"]) == 45
+    assert len(report["config"]["ops"]) == 45 and report["config"]["tier"] == "A"
     table = invoke("runs", "--db", tmp_path / "r.db").output
     assert table.count("ops: lion") == 2 and table.count("random search") == 1
     # The report rebuilds from the recorded runs alone, with no search.

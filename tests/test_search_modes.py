@@ -30,6 +30,11 @@ def test_config_checks_tasks_against_the_family():
         small(tasks=["digits_layers"]).validate()
     with pytest.raises(ValueError, match="funnel tiers"):
         small(funnel=["A"]).validate()
+    with pytest.raises(ValueError, match="after the search's tier B"):
+        small(tier="B", funnel=["B", "C"]).validate()
+    with pytest.raises(ValueError, match="--tier must be one of"):
+        small(tier="D").validate()
+    small(tier="B", funnel=["C"]).validate()
     layer = small(family="layer")
     layer.validate()
     assert layer.tasks == ["digits_layers"] and layer.selection == "pareto"
@@ -142,6 +147,32 @@ def test_funnel_promotes_the_best_to_tier_b(tmp_path, ray_local):
     assert set(tiers[best["id"]]) == {"A", "B"}
     assert [r["id"] for r in promoted] == [best["id"]]
     assert sum("B" in t for t in tiers.values()) == 1  # only the best went on
+
+
+def test_search_at_tier_b_scores_there_and_caches_only_for_tier_b(tmp_path, ray_local):
+    from click.testing import CliRunner
+
+    from evoprog.search.cli import cli
+
+    path = tmp_path / "b.db"
+    with Store.open(path) as store:
+        run_b = Search.start(store, small(budget=2, parallel=1, tier="B")).run()
+        at_b = store.individuals(run_b)
+        seed = store.individual(at_b[0]["id"])
+        # The seed is the reference at its own tier, and every candidate trained at B.
+        assert seed["fitness"] == pytest.approx(1.0) and seed["metrics"]["tier"] == "B"
+        assert seed["metrics"]["steps"] == 800  # tier B's digits_mlp, not tier A's 200
+        assert all(e["tier"] == "B" for i in at_b if not i["cache_hit"]
+                   for e in store.individual(i["id"])["evaluations"])
+        # A tier-A run trains the same seed again; a second tier-B run reuses it.
+        run_a = Search.start(store, small(budget=1, parallel=1)).run()
+        again_b = Search.start(store, small(budget=1, parallel=1, tier="B")).run()
+        seed_a = store.individuals(run_a)[0]
+        seed_b = store.individuals(again_b)[0]
+    assert not seed_a["cache_hit"] and seed_a["metrics"]["steps"] == 200
+    assert seed_b["cache_hit"] and seed_b["fitness"] == seed["fitness"]
+    table = CliRunner().invoke(cli, ["runs", "--db", str(path)]).output
+    assert table.count("tier B") == 2
 
 
 def test_time_limit_stops_and_resume_finishes(tmp_path, ray_local):

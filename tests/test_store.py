@@ -177,6 +177,17 @@ def test_cached_result(store: Store):
     assert store.cached_result("nas", "h") is None
 
 
+def test_cached_result_only_from_a_search_at_the_same_tier(store: Store):
+    at_b = new_run(store)
+    add(store, at_b, 0, "h", fitness=0.7, metrics={"tier": "B"})
+    before_tiers = new_run(store)  # runs recorded before searches had a tier: tier A
+    add(store, before_tiers, 0, "h", fitness=0.4, metrics={"loss": 2.0})
+    assert store.cached_result("lion", "h", tier="B")["fitness"] == 0.7
+    assert store.cached_result("lion", "h", tier="A")["fitness"] == 0.4
+    assert store.cached_result("lion", "h", tier="C") is None
+    assert store.cached_result("lion", "h")["fitness"] == 0.7  # any tier: the first
+
+
 def test_missing_file_without_create(tmp_path: Path):
     with pytest.raises(StoreError, match="no evoprog database"):
         Store.open(tmp_path / "nope.db", create=False)
