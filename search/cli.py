@@ -144,9 +144,10 @@ def _op_list(family: str, spec: str) -> list[str]:
                    "Part of what makes a run reproducible.")
 @click.option("--cpus-per-eval", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="CPUs Ray reserves per evaluation.")
-@click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="GPUs (fractions allowed) Ray reserves per evaluation; use when the "
-                   "cluster has GPUs.")
+@click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=None,
+              help="GPUs (fractions allowed) Ray reserves per evaluation. Default: on this "
+                   "machine, its GPUs shared among all evaluation slots (none without "
+                   "GPUs); on a cluster 0, so set it when the cluster has GPUs.")
 @click.option("--address", default=None,
               help="Ray cluster to join ('auto', or host:port). Default: $RAY_ADDRESS, "
                    "else start Ray on this machine.")
@@ -155,7 +156,8 @@ def _op_list(family: str, spec: str) -> list[str]:
 def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
            tier: str, funnel: str, promote: int, strategy: str, start: str, selection: str | None,
            max_seconds: float | None, op_spec: str, parallel: int, cpus_per_eval: float,
-           gpus_per_eval: float, address: str | None, quiet: bool, db_path: Path) -> None:
+           gpus_per_eval: float | None, address: str | None, quiet: bool,
+           db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
                           tournament=tournament, seed=seed, tasks=_split(tasks), tier=tier,
@@ -224,9 +226,10 @@ def _run_search(store: Store, quiet: bool, make) -> None:
         sys.exit(130)
     searcher_id[0] = searcher.run_id
     try:
-        click.echo(f"run {searcher.run_id} ({searcher.config.family}, budget "
-                   f"{searcher.config.budget}, {searcher.config.parallel} in flight) -> "
-                   f"{store.path}")
+        config = searcher.config
+        gpus = f", {config.gpus_per_eval:g} GPU each" if config.gpus_per_eval else ""
+        click.echo(f"run {searcher.run_id} ({config.family}, budget {config.budget}, "
+                   f"{config.parallel} in flight{gpus}) -> {store.path}")
         bar.update(task, description=f"run {searcher.run_id}")
         with bar:
             searcher.run()

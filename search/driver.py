@@ -10,6 +10,7 @@ replayed from its records: that is how ``resume`` works.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ class SearchConfig:
     tier: str = "A"
     parallel: int = 0  # evaluations in flight; 0 = AUTO_PARALLEL_PER_SLOT per slot
     cpus_per_eval: float = 1.0
-    gpus_per_eval: float = 0.0
+    gpus_per_eval: float | None = None  # None: settled when the search starts
     strategy: str = "evolution"
     start: str = "seed"
     selection: str = ""
@@ -90,7 +91,7 @@ class SearchConfig:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.parallel < 0:
             raise ValueError(f"--parallel must be 0 (auto) or more, got {self.parallel}")
-        if self.cpus_per_eval <= 0 or self.gpus_per_eval < 0:
+        if self.cpus_per_eval <= 0 or (self.gpus_per_eval or 0) < 0:
             raise ValueError("--cpus-per-eval must be positive and --gpus-per-eval >= 0")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}")
@@ -194,22 +195,14 @@ class Search:
         self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
         # Ray rebuilds a task's options on every ``options()`` call: build them once.
         self.evaluate = evaluate_remote.options(num_cpus=config.cpus_per_eval,
-                                                num_gpus=config.gpus_per_eval)
+                                                num_gpus=config.gpus_per_eval or 0)
 
     @classmethod
     def start(cls, store: Store, config: SearchConfig, address: str | None = None,
               **kwargs) -> Search:
         config.validate()
         cluster = start_ray(address)
-        if cluster["address"] == "local" and config.gpus_per_eval > cluster["gpus"]:
-            # Ray on this machine cannot grow; a cluster's autoscaler may add GPU nodes.
-            raise SearchError(f"--gpus-per-eval {config.gpus_per_eval:g} but this machine "
-                             f"has {cluster['gpus']:g} GPUs for Ray")
-        if config.parallel == 0:
-            slots = cluster["cpus"] / config.cpus_per_eval
-            if config.gpus_per_eval and cluster["gpus"]:
-                slots = min(slots, cluster["gpus"] / config.gpus_per_eval)
-            config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
+        settle_resources(config, cluster)
         run_id = store.create_run(config.family, config.seed, config.budget, asdict(config),
                                   cluster["address"])
         return cls(store, run_id, config, **kwargs)
@@ -466,6 +459,30 @@ class Search:
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - a dying cluster must not hide the cause
                 pass
+
+
+def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
+    """Fill in what a new search leaves to the cluster it runs on: the GPU share of an
+    evaluation and the number of evaluations in flight (both are then stored with the
+    run, so a resumed run keeps them).
+
+    Unset, ``gpus_per_eval`` gives every evaluation slot of this machine an equal share
+    of its GPUs (none on a machine without). On a cluster it stays 0 unless set: there,
+    evaluations that need a GPU could not run on CPU-only worker nodes.
+    """
+    local = cluster["address"] == "local"
+    slots = cluster["cpus"] / config.cpus_per_eval
+    if config.gpus_per_eval is None:
+        share = cluster["gpus"] / slots if local and cluster["gpus"] and slots else 0.0
+        config.gpus_per_eval = math.floor(share * 1e4) / 1e4  # Ray's resource precision
+    if local and config.gpus_per_eval > cluster["gpus"]:
+        # Ray on this machine cannot grow; a cluster's autoscaler may add GPU nodes.
+        raise SearchError(f"--gpus-per-eval {config.gpus_per_eval:g} but this machine "
+                          f"has {cluster['gpus']:g} GPUs for Ray")
+    if config.parallel == 0:
+        if config.gpus_per_eval and cluster["gpus"]:
+            slots = min(slots, cluster["gpus"] / config.gpus_per_eval)
+        config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
 
 
 @contextmanager

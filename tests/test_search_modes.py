@@ -149,6 +149,27 @@ def test_funnel_promotes_the_best_to_tier_b(tmp_path, ray_local):
     assert sum("B" in t for t in tiers.values()) == 1  # only the best went on
 
 
+def test_resources_settled_from_the_cluster():
+    from evoprog.search.driver import SearchError, settle_resources
+
+    def settled(cluster, **options):
+        config = SearchConfig(parallel=0, **options)
+        settle_resources(config, {"address": "local", "cpus": 16, "gpus": 0, **cluster})
+        return config.gpus_per_eval, config.parallel
+
+    assert settled({}) == (0.0, 64)  # no GPUs: four in flight per CPU
+    assert settled({"gpus": 1}) == (0.0625, 64)  # one GPU shared by 16 slots
+    assert settled({"gpus": 2}, cpus_per_eval=4) == (0.5, 16)  # 4 slots on 2 GPUs
+    assert settled({"cpus": 12, "gpus": 1}) == (0.0833, 48)  # 1/12, to Ray's precision
+    assert settled({"gpus": 1}, gpus_per_eval=0.25) == (0.25, 16)  # 4 fit on the GPU
+    assert settled({"gpus": 1}, gpus_per_eval=0.0) == (0.0, 64)  # CPU only, as asked
+    # A cluster's autoscaler may add GPU nodes: nothing is assumed, nothing refused.
+    assert settled({"address": "10.0.0.1:6379"}) == (0.0, 64)
+    assert settled({"address": "10.0.0.1:6379"}, gpus_per_eval=0.5) == (0.5, 64)
+    with pytest.raises(SearchError, match="--gpus-per-eval 0.5 but this machine has 0"):
+        settled({}, gpus_per_eval=0.5)
+
+
 def test_search_at_tier_b_scores_there_and_caches_only_for_tier_b(tmp_path, ray_local):
     from click.testing import CliRunner
 
