@@ -26,6 +26,7 @@ from ..programs.layer_module import ProgramLayer
 from ..programs.layer_space import LayerSpace
 from ..programs.program import Program
 from .data import Split, digits
+from .device import device
 from .layer_models import ARCHITECTURES
 from .result import EvalResult
 from .tasks import Task
@@ -95,8 +96,11 @@ class LayerTask(Task):
         return partial(ProgramLayer, program, max_groups=self.settings.max_groups)
 
     def _model(self, arch: str, program: Program, seed: int) -> nn.Module:
+        """The architecture with the program at its norm sites, initialized on the CPU
+        (the same weights on every device), then moved to the process's device."""
         torch.manual_seed(seed)
-        return ARCHITECTURES[arch](self._factory(program), width=self.settings.width)
+        return ARCHITECTURES[arch](self._factory(program), width=self.settings.width).to(
+            device())
 
     def evaluate(self, program: Program) -> EvalResult:
         start = time.perf_counter()
@@ -123,8 +127,8 @@ class LayerTask(Task):
     def _probe(self, program: Program) -> None:
         """One layer on a random NCHW batch, train then eval mode: outputs must be finite."""
         torch.manual_seed(self.settings.seed)
-        layer = ProgramLayer(program, 8, max_groups=self.settings.max_groups)
-        x = torch.randn(4, 8, SIDE, SIDE)
+        layer = ProgramLayer(program, 8, max_groups=self.settings.max_groups).to(device())
+        x = torch.randn(4, 8, SIDE, SIDE).to(device())
         for mode in ("train", "eval"):
             layer.train(mode == "train")
             with torch.no_grad():
@@ -135,13 +139,14 @@ class LayerTask(Task):
     def _stress(self, program: Program) -> float:
         """Largest gradient norm over a few steps with a tiny batch and a raised lr."""
         s = self.settings
-        split = digits()
+        split = digits().to(device())
         model = self._model(s.architectures[0], program, s.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=s.lr * s.stress_lr_scale)
         generator = torch.Generator().manual_seed(s.seed + 1)
         largest = 0.0
         for step in range(s.stress_steps):
-            index = torch.randint(len(split.y_train), (s.stress_batch,), generator=generator)
+            index = torch.randint(len(split.y_train), (s.stress_batch,),
+                                  generator=generator).to(device())
             loss = nn.functional.cross_entropy(model(_images(split.x_train[index])),
                                                split.y_train[index])
             optimizer.zero_grad()
@@ -157,12 +162,13 @@ class LayerTask(Task):
 
     def _train(self, arch: str, program: Program, start: float, metrics: dict) -> float:
         s = self.settings
-        split = digits()
+        split = digits().to(device())
         model = self._model(arch, program, s.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
-        generator = torch.Generator().manual_seed(s.seed)
+        generator = torch.Generator().manual_seed(s.seed)  # minibatches drawn on the CPU
         for step in range(1, s.steps + 1):
-            index = torch.randint(len(split.y_train), (s.batch_size,), generator=generator)
+            index = torch.randint(len(split.y_train), (s.batch_size,),
+                                  generator=generator).to(device())
             loss = nn.functional.cross_entropy(model(_images(split.x_train[index])),
                                                split.y_train[index])
             if not torch.isfinite(loss):
