@@ -394,10 +394,61 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
     console.print("\n[bold]pruned[/]", highlight=False)
     console.print(ind["pruned_text"], highlight=False)
     _print_description(description, with_latex, pruned=False)
-    if ind["metrics"]:
+    _print_results(ind)
+
+
+def _value(value: Any) -> str:
+    """A metric as a reader wants it: numbers to 4 significant digits, lists and
+    per-task dicts on one line."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_value(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _print_results(ind: dict) -> None:
+    """Every evaluation of the individual (each task, each tier it reached), what each
+    learning-rate scale gave in each of them, then the remaining metrics."""
+    evaluations = ind.get("evaluations") or []
+    if evaluations:
+        table = Table("task", "tier", "status", "fitness", "metric", "lr scale", "seconds",
+                      box=None)
+        for e in evaluations:
+            m = e["metrics"] or {}
+            scale = m.get("lr_scale")
+            table.add_row(e["task"], e["tier"] or "-", e["status"], fmt(e["fitness"]),
+                          fmt(m.get("metric")),
+                          "-" if scale is None else f"x{scale:g}",
+                          "-" if e["seconds"] is None else f"{e['seconds']:.2f}")
+        console.print("\n[bold]evaluations[/]")
+        console.print(table)
+    for e in evaluations:
+        per_scale = (e["metrics"] or {}).get("per_scale")
+        if per_scale:
+            _print_scales(per_scale, f"{e['task']} at tier {e['tier']}, per learning-rate "
+                                     "scale")
+    metrics = {k: v for k, v in (ind["metrics"] or {}).items() if k != "per_scale"}
+    if metrics:
         console.print("\n[bold]metrics[/]")
-        for key, value in ind["metrics"].items():
-            console.print(f"  {key}: {value}", highlight=False)
+        for key, value in metrics.items():
+            console.print(f"  {key}: {_value(value)}", highlight=False)
+
+
+def _print_scales(per_scale: list[dict], title: str) -> None:
+    names = [k for k in ("val_accuracy", "val_loss", "train_loss_final")
+             if any(k in entry for entry in per_scale)]
+    table = Table("lr scale", "status", *names, box=None)
+    for entry in per_scale:
+        status = entry["status"] + (f": {entry['reason']}" if entry.get("reason") else "")
+        if entry.get("stopped_at_step") is not None:
+            status += f" (step {entry['stopped_at_step']})"
+        table.add_row(f"x{entry['lr_scale']:g}", status,
+                      *[fmt(entry.get(name)) for name in names])
+    console.print(f"\n[italic]{title}[/]", highlight=False)
+    console.print(table)
 
 
 def _family_of(ind: dict) -> str:

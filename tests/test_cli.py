@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from evoprog.search.cli import cli
+from evoprog.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,26 @@ def test_top_show_lineage(searched):
     assert chain[-1]["id"] == last
     assert all(link["mutation"] for link in chain[1:])
     assert invoke("lineage", last, "--db", db).exit_code == 0
+
+
+def test_show_lays_out_evaluations_and_learning_rate_scales(searched):
+    db, _ = searched
+    seed = invoke("show", 1, "--db", db).output
+    lines = [line.split() for line in seed.splitlines()]
+    assert ["digits_mlp", "A", "ok", "1.0000"] == lines[_after(lines, "evaluations") + 2][:4]
+    scales = lines[_after(lines, "digits_mlp", "at", "tier", "A,") + 1:][:4]
+    assert [row[:2] for row in scales[1:]] == [["x1", "ok"], ["x3", "ok"], ["x10", "ok"]]
+    assert "per_scale" not in seed and "seed_metric: 0." in seed
+    with Store.open(db, create=False) as store:
+        rejected = next(i for i in store.individuals(1)
+                        if i["status"] == "rejected" and not i["cache_hit"])
+    shown = invoke("show", rejected["id"], "--db", db).output
+    reason = rejected["reason"].split(":")[0]
+    assert f"rejected: {reason} (step " in shown  # why and when each scale stopped
+
+
+def _after(lines: list[list[str]], *words: str) -> int:
+    return next(i for i, line in enumerate(lines) if line[:len(words)] == list(words))
 
 
 def test_known_lists_library():

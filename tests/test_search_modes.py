@@ -147,6 +147,13 @@ def test_funnel_promotes_the_best_to_tier_b(tmp_path, ray_local):
     assert set(tiers[best["id"]]) == {"A", "B"}
     assert [r["id"] for r in promoted] == [best["id"]]
     assert sum("B" in t for t in tiers.values()) == 1  # only the best went on
+    from click.testing import CliRunner
+
+    from evoprog.search.cli import cli
+
+    shown = CliRunner().invoke(cli, ["show", str(best["id"]), "--db", str(tmp_path / "f.db")])
+    rows = [line.split()[:3] for line in shown.output.splitlines()]
+    assert ["digits_mlp", "A", "ok"] in rows and ["digits_mlp", "B", "ok"] in rows
 
 
 def test_resources_settled_from_the_cluster():
