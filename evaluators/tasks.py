@@ -62,6 +62,10 @@ class Settings:
     probe: int | None = None  # training examples used for the initial/progress loss
     lr_scales: tuple[float, ...] = (1.0,)  # multiples of ``lr`` tried side by side
 
+    def __post_init__(self) -> None:
+        if not self.lr_scales or not all(math.isfinite(s) and s > 0 for s in self.lr_scales):
+            raise ValueError(f"lr_scales must be positive numbers, got {self.lr_scales!r}")
+
 
 _SEED_METRICS: dict[tuple, float | None] = {}
 

@@ -712,19 +712,17 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
     """
     import torch
 
-    from ..evaluators import task_family
+    from ..evaluators import get_task, task_family
     from ..evaluators.suite import evaluate_suite
 
     overrides = {}
     if lr_scales:
         try:
-            scales = tuple(float(part) for part in _split(lr_scales))
+            overrides["lr_scales"] = tuple(float(part) for part in _split(lr_scales))
+            get_task(DEFAULT_TASKS["optimizer"][0], tier, **overrides)  # the settings' checks
         except ValueError:
-            scales = ()
-        if not scales or not all(0 < s < float("inf") for s in scales):
             raise click.BadParameter(f"expected positive numbers such as 1,3,10, got "
-                                     f"{lr_scales!r}", param_hint="--lr-scales")
-        overrides["lr_scales"] = scales
+                                     f"{lr_scales!r}", param_hint="--lr-scales") from None
     plans = []  # (family, label, program, task names), all checked before any training
     for target in targets:
         program_family, label, program, _ = _target(target, family, db_path)

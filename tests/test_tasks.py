@@ -241,5 +241,7 @@ def test_a_program_that_ignores_lr_trains_one_scale_for_all():
 
 @pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -3.0), (math.inf,)])
 def test_lr_scales_must_be_positive(scales):
-    with pytest.raises(ValueError, match="lr_scales"):
-        DigitsMLP(steps=5, lr_scales=scales).evaluate(SGD)
+    with pytest.raises(ValueError, match="lr_scales must be positive"):
+        get_task("digits_mlp", "B", lr_scales=scales)  # refused before any training
+    with pytest.raises(ValueError, match="lr_scales must be positive"):
+        DigitsMLP(steps=5, lr_scales=scales)
