@@ -445,20 +445,16 @@ class Search:
         self.on_progress(p)
 
     def _stop(self, status: str) -> None:
-        """Mark the run stopped even if a second Ctrl-C or a Ray error comes meanwhile;
-        what is recorded stays, so ``resume`` can continue from it."""
-        try:
-            self.store.set_run_status(self.run_id, status)
-        finally:
-            self._cancel_in_flight()
+        """Mark the run stopped; what is recorded stays, so ``resume`` can continue.
 
-    def _cancel_in_flight(self) -> None:
-        refs, self.in_flight = list(self.in_flight), {}
-        for ref in refs:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - a dying cluster must not hide the cause
-                pass
+        Evaluations still in flight are left to finish and their results dropped, not
+        cancelled: Ray's cancellation races with a task's reply arriving at that moment
+        and can abort the driver process ("Tried to complete task that was not
+        pending"). Each is bounded by its tier's time limit, and a driver that exits
+        (Ctrl-C, or the search command ending) takes its tasks down with it.
+        """
+        self.in_flight = {}
+        self.store.set_run_status(self.run_id, status)
 
 
 def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
