@@ -215,7 +215,12 @@ class Search:
         config = SearchConfig.from_dict(run["config"])
         config.max_seconds = max_seconds
         config.validate()
-        start_ray(address)
+        cluster = start_ray(address)
+        if cluster["address"] == "local" and (config.gpus_per_eval or 0) > cluster["gpus"]:
+            # Started where there were GPUs, resumed where there are fewer: take this
+            # machine's share (the individuals do not depend on it; ``parallel`` stays).
+            config.gpus_per_eval = None
+            settle_resources(config, cluster)
         store.set_run_status(run_id, "running")
         return cls(store, run_id, config, **kwargs)
 

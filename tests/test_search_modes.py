@@ -177,6 +177,23 @@ def test_resources_settled_from_the_cluster():
         settled({}, gpus_per_eval=0.5)
 
 
+def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_local):
+    import json
+
+    with Store.open(tmp_path / "g.db") as store:
+        search = Search.start(store, small(budget=8, max_seconds=0.01))
+        search.run()
+        config = {**store.run(search.run_id)["config"], "gpus_per_eval": 0.25}
+        store.db.execute("UPDATE runs SET config = ? WHERE id = ?",
+                         [json.dumps(config), search.run_id])
+        resumed = Search.resume(store, search.run_id)
+        assert resumed.config.gpus_per_eval == 0.0  # this machine's share: none
+        assert resumed.config.parallel == search.config.parallel
+        resumed.run()
+        assert store.run(search.run_id)["status"] == "finished"
+        assert len(store.individuals(search.run_id)) == 8
+
+
 def test_search_at_tier_b_scores_there_and_caches_only_for_tier_b(tmp_path, ray_local):
     from click.testing import CliRunner
 
