@@ -455,8 +455,9 @@ class Search:
         Evaluations still in flight are left to finish and their results dropped, not
         cancelled: Ray's cancellation races with a task's reply arriving at that moment
         and can abort the driver process ("Tried to complete task that was not
-        pending"). Each is bounded by its tier's time limit, and a driver that exits
-        (Ctrl-C, or the search command ending) takes its tasks down with it.
+        pending"). Each ends on its own (a fixed number of steps, and for optimizer
+        tasks a time limit), and a driver that exits (Ctrl-C, or the search command
+        ending) takes its tasks down with it.
         """
         self.in_flight = {}
         self.store.set_run_status(self.run_id, status)
@@ -465,7 +466,7 @@ class Search:
 def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
     """Fill in what a new search leaves to the cluster it runs on: the GPU share of an
     evaluation and the number of evaluations in flight (both are then stored with the
-    run, so a resumed run keeps them).
+    run; a resumed run keeps them, except a GPU share its machine cannot give).
 
     Unset, ``gpus_per_eval`` gives every evaluation slot of this machine an equal share
     of its GPUs (none on a machine without). On a cluster it stays 0 unless set: there,
