@@ -2,10 +2,14 @@
 speed of the exported EvoNorm-S0 against a straightforward module with the same formula.
 
 Run: python benchmarks/layers.py   (one thread; prints a table, then ``s0_time_ratio``)
+     python benchmarks/layers.py --spread 6 [FILE ...]
+         the search's tier-A fitness of the known layers (and of layer programs in
+         FILEs) under 6 training seeds: how far one seed's score is from the mean
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import statistics
@@ -17,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evoprog.evaluators.layer_tasks import LayerSettings, LayerTask
+from evoprog.evaluators.layer_tasks import LAYER_TIERS, LayerSettings, LayerTask
 from evoprog.programs.known import get_known
 from evoprog.programs.layer_export import export_known_layer
+from evoprog.programs.program import Program, parse_program
 
 LAYERS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
 BATCHES = (4, 128)
@@ -63,8 +68,36 @@ def step_time(layer: nn.Module, x: torch.Tensor, repeats: int = 60) -> float:
     return statistics.median(times[5:])
 
 
+def seed_spread(seeds: int, files: list[str]) -> None:
+    """Tier-A fitness of each layer under every seed from 0 to ``seeds - 1``: the noise
+    a search's one-seed score carries."""
+    programs: dict[str, Program] = {name: get_known(name).program()
+                                    for name in LAYERS}
+    programs.update({Path(f).name: parse_program(Path(f).read_text()) for f in files})
+    print(f"digits_layers tier A fitness (mean over {len(LAYER_TIERS['A'].architectures)} "
+          f"architectures) with seeds 0-{seeds - 1}, one seed at a time")
+    print(f"{'layer':20} {'seed 0':>7} {'mean':>7} {'sd':>7} {'min':>7} {'max':>7}")
+    for name, program in programs.items():
+        fitness = []
+        for seed in range(seeds):
+            task = LayerTask("A", dataclasses.replace(LAYER_TIERS["A"], seeds=(seed,)))
+            result = task.evaluate(program)
+            fitness.append(result.fitness if result.ok else float("nan"))
+        sd = statistics.stdev(fitness) if seeds > 1 else float("nan")
+        print(f"{name:20} {fitness[0]:7.4f} {statistics.mean(fitness):7.4f} {sd:7.4f} "
+              f"{min(fitness):7.4f} {max(fitness):7.4f}", flush=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spread", type=int, metavar="SEEDS",
+                        help="print the fitness spread over this many seeds instead")
+    parser.add_argument("files", nargs="*", help="layer programs to add to --spread")
+    args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.spread:
+        seed_spread(args.spread, args.files)
+        return
     base = LayerSettings(quality_step=None, max_grad_norm=float("inf"), steps=150)
     print(f"validation accuracy after {base.steps} Adam steps (width {base.width}), "
           "eval mode")

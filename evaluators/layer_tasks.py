@@ -6,9 +6,11 @@ gives NaN/Inf ("rejected: nan"); stability under stress (a tiny batch at a raise
 learning rate: the largest gradient norm over a few steps is NaN or above a threshold,
 "rejected: unstable"); then training per architecture with NaN checks every step and
 the EvoNorms quality filter (validation accuracy below ``min_accuracy`` at
-``quality_step``, "rejected: quality"). Fitness is the mean validation accuracy over
-the architectures; ``metrics["scores"]`` holds one score per architecture for the
-Pareto tournament.
+``quality_step``, "rejected: quality"). An architecture's score is its validation
+accuracy, averaged over the tier's seeds (one training run each: a single run's accuracy
+varies by about a point with the seed); fitness is the mean score over the
+architectures; ``metrics["scores"]`` holds one score per architecture for the Pareto
+tournament.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class LayerSettings:
     lr: float = 0.01  # Adam
     width: int = 8
     max_groups: int = 32
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # a training run per seed and architecture, averaged
     quality_step: int | None = 100  # None: no quality filter
     min_accuracy: float = 0.2
     stress_batch: int = 2
@@ -62,8 +64,8 @@ class LayerSettings:
 
 LAYER_TIERS = {
     "A": LayerSettings(),
-    "B": LayerSettings(steps=400, width=16),
-    "C": LayerSettings(steps=1500, width=32),
+    "B": LayerSettings(steps=400, width=16, seeds=(0, 1)),
+    "C": LayerSettings(steps=1500, width=32, seeds=(0, 1, 2)),
 }
 
 
@@ -112,8 +114,10 @@ class LayerTask(Task):
             with torch.random.fork_rng():
                 self._probe(program)
                 metrics["stress_grad_norm"] = self._stress(program)
-                scores = {arch: self._train(arch, program, start, metrics)
-                          for arch in self.settings.architectures}
+                runs = {arch: [self._train(arch, program, seed, start, metrics)
+                               for seed in self.settings.seeds]
+                        for arch in self.settings.architectures}
+                scores = {arch: sum(accs) / len(accs) for arch, accs in runs.items()}
         except _Reject as stop:
             return EvalResult(None, "rejected", stop.reason, metrics,
                               time.perf_counter() - start)
@@ -121,12 +125,14 @@ class LayerTask(Task):
             return EvalResult(None, "failed", f"{type(error).__name__}: {error}"[:500],
                               metrics, time.perf_counter() - start)
         metrics["scores"] = scores
+        if len(self.settings.seeds) > 1:
+            metrics["seed_scores"] = runs
         fitness = sum(scores.values()) / len(scores)
         return EvalResult(fitness, "ok", None, metrics, time.perf_counter() - start)
 
     def _probe(self, program: Program) -> None:
         """One layer on a random NCHW batch, train then eval mode: outputs must be finite."""
-        torch.manual_seed(self.settings.seed)
+        torch.manual_seed(self.settings.seeds[0])
         layer = ProgramLayer(program, 8, max_groups=self.settings.max_groups).to(device())
         x = torch.randn(4, 8, SIDE, SIDE).to(device())
         for mode in ("train", "eval"):
@@ -140,9 +146,9 @@ class LayerTask(Task):
         """Largest gradient norm over a few steps with a tiny batch and a raised lr."""
         s = self.settings
         split = digits().to(device())
-        model = self._model(s.architectures[0], program, s.seed)
+        model = self._model(s.architectures[0], program, s.seeds[0])
         optimizer = torch.optim.Adam(model.parameters(), lr=s.lr * s.stress_lr_scale)
-        generator = torch.Generator().manual_seed(s.seed + 1)
+        generator = torch.Generator().manual_seed(s.seeds[0] + 1)
         largest = 0.0
         for step in range(s.stress_steps):
             index = torch.randint(len(split.y_train), (s.stress_batch,),
@@ -160,13 +166,16 @@ class LayerTask(Task):
             optimizer.step()
         return largest
 
-    def _train(self, arch: str, program: Program, start: float, metrics: dict) -> float:
+    def _train(self, arch: str, program: Program, seed: int, start: float,
+               metrics: dict) -> float:
         s = self.settings
         split = digits().to(device())
-        model = self._model(arch, program, s.seed)
+        model = self._model(arch, program, seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
-        generator = torch.Generator().manual_seed(s.seed)  # minibatches drawn on the CPU
+        generator = torch.Generator().manual_seed(seed)  # minibatches drawn on the CPU
+        acc = None  # validation accuracy after the latest step, when measured
         for step in range(1, s.steps + 1):
+            acc = None
             index = torch.randint(len(split.y_train), (s.batch_size,),
                                   generator=generator).to(device())
             loss = nn.functional.cross_entropy(model(_images(split.x_train[index])),
@@ -178,13 +187,14 @@ class LayerTask(Task):
             optimizer.step()
             if step == s.quality_step:
                 acc = accuracy(model, split)
-                metrics.setdefault("quality_accuracy", {})[arch] = acc
+                lowest = metrics.setdefault("quality_accuracy", {})  # lowest over seeds
+                lowest[arch] = min(acc, lowest.get(arch, acc))
                 if acc < s.min_accuracy:
                     raise _Reject(f"quality: {arch} validation accuracy {acc:.3f} < "
                                   f"{s.min_accuracy:g} after {step} steps")
             if s.time_limit is not None and time.perf_counter() - start > s.time_limit:
                 raise _Reject(f"time limit: {s.time_limit:g} s exceeded ({arch}, step {step})")
-        return accuracy(model, split)
+        return accuracy(model, split) if acc is None else acc
 
 
 def small_batch(tier: str = "A") -> LayerTask:

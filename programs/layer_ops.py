@@ -46,23 +46,28 @@ def moments(a: torch.Tensor, x: torch.Tensor, axis: str, groups: int,
     """Mean and biased variance of ``a`` (broadcast to ``x``'s shape) over ``axis``.
 
     Results keep reduced dimensions so they broadcast against ``x``; group statistics
-    come back per (sample, channel): shape (N, C, 1, 1).
+    come back per (sample, channel): shape (N, C, 1, 1). The variance is computed in two
+    passes (mean, then mean squared deviation): on the CPU that is several times faster
+    than ``torch.var_mean`` at these sizes, forward and backward, and as exact.
     """
     a = a.expand_as(x) if a.shape != x.shape else a
     if axis == "group":
         n = x.shape[0]
-        flat = a.reshape(n, groups, -1)
-        if need_var:
-            var, mean = torch.var_mean(flat, dim=-1, correction=0, keepdim=True)
-            return _per_channel(mean, x), _per_channel(var, x)
-        return _per_channel(flat.mean(-1, keepdim=True), x), None
+        mean, var = _mean_var(a.reshape(n, groups, -1), (-1,), need_var)
+        return _per_channel(mean, x), None if var is None else _per_channel(var, x)
     dims = _dims(axis, x.dim())
     if not dims:  # instance statistics of an NC tensor: each value is its own instance
         return a, torch.zeros_like(a) if need_var else None
-    if need_var:
-        var, mean = torch.var_mean(a, dim=dims, correction=0, keepdim=True)
-        return mean, var
-    return a.mean(dim=dims, keepdim=True), None
+    return _mean_var(a, dims, need_var)
+
+
+def _mean_var(a: torch.Tensor, dims: tuple[int, ...],
+              need_var: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    mean = a.mean(dim=dims, keepdim=True)
+    if not need_var:
+        return mean, None
+    deviation = a - mean
+    return mean, (deviation * deviation).mean(dim=dims, keepdim=True)
 
 
 def aggregate(a: torch.Tensor, x: torch.Tensor, op: str, eps: float = DEFAULT_EPS,

@@ -3,6 +3,7 @@ get one score per architecture."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -86,3 +87,15 @@ def test_layer_tasks_registry():
     task = LAYER_TASKS["digits_layers"]("B")
     assert task.family == "layer" and task.tier == "B"
     assert task.settings.steps > LayerTask().settings.steps
+
+
+def test_scores_average_one_training_run_per_seed():
+    settings = LayerSettings(steps=20, quality_step=None, width=4, architectures=("plain",))
+    program = get_known("bn_relu").program()
+    single = {seed: LayerTask(settings=dataclasses.replace(settings, seeds=(seed,)))
+              .evaluate(program).fitness for seed in (0, 1)}
+    assert single[0] != single[1]  # the seed changes the weights and the minibatches
+    both = LayerTask(settings=dataclasses.replace(settings, seeds=(0, 1))).evaluate(program)
+    assert both.metrics["seed_scores"] == {"plain": [single[0], single[1]]}
+    assert both.fitness == pytest.approx((single[0] + single[1]) / 2)
+    assert LAYER_TASKS["digits_layers"]("B").settings.seeds == (0, 1)
