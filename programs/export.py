@@ -33,7 +33,7 @@ from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
 __all__ = ["OP_CODE", "OpCode", "export_known", "export_program", "export_source",
-           "fold_lr_scale", "lift_constants"]
+           "fold_lr_scale", "lift_constants", "reads_learning_rate"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,14 @@ class OpCode:
     number a 0-d tensor, for torch functions that accept only tensors; ``{i:abs}`` is
     ``abs(x)`` or ``torch.abs(x)``. ``python`` is used when every argument is a python
     number (it must not need tensors); without it such arguments become 0-d tensors.
-    ``helpers`` are the flat-form helper functions the tensor template calls.
+    ``helpers`` are the helper functions the tensor template calls, ``python_helpers``
+    those the python template calls.
     """
 
     tensor: str
     python: str | None = None
     helpers: tuple[str, ...] = ()
+    python_helpers: tuple[str, ...] = ()
 
 
 def _torch(fn: str) -> OpCode:
@@ -97,7 +99,7 @@ OP_CODE: dict[str, OpCode] = {
     "cosine_sim": OpCode("_cosine_sim({0:t}, {1:t}, shapes)", helpers=("_cosine_sim",)),
     "clip_by_global_norm": OpCode("_clip_by_global_norm({0:t}, {1:t}, shapes)",
                                   helpers=("_clip_by_global_norm",)),
-    "power": OpCode("{0:abs} ** {1}", "abs({0}) ** {1}"),
+    "power": OpCode("{0:abs} ** {1}", "_power({0}, {1})", python_helpers=("_power",)),
     "add": OpCode("{0} + {1}", "{0} + {1}"),
     "sub": OpCode("{0} - {1}", "{0} - {1}"),
     "mul": OpCode("{0} * {1}", "{0} * {1}"),
@@ -110,8 +112,17 @@ OP_CODE: dict[str, OpCode] = {
     "orthogonalize": OpCode("_orthogonalize({0:t}, shapes)", helpers=("_orthogonalize",)),
 }
 
-# Flat-form helpers: (source, helpers it calls). Emitted in this order, only when used.
+# Helpers: (source, helpers it calls). Emitted in this order, only when used.
 _HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "_power": ('''\
+def _power(x: float, y: float) -> float:
+    """abs(x) ** y for python numbers, inf where a tensor gives inf instead of raising
+    (zero to a negative power, overflow)."""
+    try:
+        return abs(x) ** y
+    except (ZeroDivisionError, OverflowError):
+        return math.inf
+''', ()),
     "_flatten": ('''\
 def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The tensors laid end to end in one flat tensor."""
@@ -183,8 +194,8 @@ _INPUTS = OptimizerSpace.inputs
 _TENSOR_INPUTS = ("w", "g", "m", "v")
 _STATE = ("m", "v")
 # Names the generated step() uses itself; program variables that clash are renamed.
-_LOCALS = ("torch", "math", "self", "closure", "loss", "group", "params", "p", "state",
-           "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults")
+_LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "params", "p",
+           "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults")
 _RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
     dir(builtins)) | frozenset(_LOCALS) | frozenset(_HELPERS)
 
@@ -208,6 +219,14 @@ def fold_lr_scale(program: Program) -> tuple[Program, float | None]:
         if ins.out == "lr":
             return program, None
     return program, None
+
+
+def reads_learning_rate(program: Program) -> bool:
+    """Whether the exported optimizer's ``lr`` changes its updates: False for a program
+    that, once pruned and its lr scale folded, never reads the ``lr`` input (it
+    overwrites it, or its update does not depend on it)."""
+    body, _ = fold_lr_scale(OptimizerSpace.prune(program))
+    return instruction_reads_input_first(body, "lr") is not None
 
 
 def lift_constants(program: Program, prefix: str = "c") -> tuple[Program, dict[str, float]]:
@@ -376,7 +395,8 @@ def export_source(program: Program, class_name: str,
                 for a in ins.args]
         value = _render(ins, args, like)
         tensor[ins.out] = value.tensor
-        helpers.update(OP_CODE[ins.op].helpers)
+        code = OP_CODE[ins.op]
+        helpers.update(code.helpers if value.tensor else code.python_helpers)
         lines.append(f"{ins.out} = {value.expr}")
     used_state = [s for s in _STATE if s in reads or s in body.assigned()]
     written_state = [s for s in _STATE if s in body.assigned()]
@@ -410,9 +430,13 @@ def export_source(program: Program, class_name: str,
     if hyperparameters is None and hyper:
         class_doc += (f"\n\n{', '.join(hyper)}: the program's constants, exposed as "
                       "hyperparameters.")
+    if "lr" not in reads:
+        class_doc += ("\n\nThis program never reads the learning rate: ``lr`` is kept "
+                      "for schedulers\nbut changes nothing; the step size comes from "
+                      "the constants.")
 
     out = _docstring(module_doc) + [""]
-    if any(re.search(r"\bmath\.", line) for line in lines):
+    if any(re.search(r"\bmath\.", line) for line in lines + helper_sources):
         out += ["import math", ""]
     out += ["import torch", "", ""]
     for src in helper_sources:
@@ -471,11 +495,14 @@ def _flat_step(reads: set[str], body: list[str], used_state: list[str],
                written_state: list[str], group_reads: list[str],
                tensor: dict[str, bool]) -> list[str]:
     """step()'s group loop for programs with reductions: the group's parameters laid end
-    to end, so per-tensor and global reductions see what they saw during search."""
-    ind = " " * 12
-    lines = [f'{ind}params = [p for p in group["params"] if p.grad is not None]',
-             f"{ind}if not params:",
-             f"{ind}    continue",
+    to end (per device and dtype, as ``ProgramOptimizer`` does), so per-tensor and
+    global reductions see what they saw during search."""
+    ind = " " * 16
+    lines = ["            by_kind = {}",
+             '            for p in group["params"]:',
+             "                if p.grad is not None:",
+             "                    by_kind.setdefault((p.device, p.dtype), []).append(p)",
+             "            for params in by_kind.values():",
              f"{ind}for p in params:"]
     lines += _state_init(used_state, ind + "    ")
     lines += [f'{ind}{s} = group["{s}"]' for s in group_reads]

@@ -4,8 +4,9 @@ The module's forward is the program written out line by line with the runtime mo
 exact semantics: biased variances, ``std = sqrt(var + eps)``, groups = the largest
 divisor of C at most ``groups``, batch aggregates with running averages (buffers named
 as in ``ProgramLayer``, so state dicts are interchangeable), then ``y * gamma + beta``.
-Division by a value known to be positive (a std, or a max/sum involving one) is written
-plainly; other divisions keep the registry's ``+ 1e-8``.
+Division by a standard deviation (at least ``sqrt(eps)``, or a max/sum involving one) is
+written plainly, a difference of at most a few parts in a million; other divisions keep
+the registry's ``+ 1e-8`` (an ``exp`` or ``sigmoid`` can underflow to zero).
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ _UNARY = {
     "square": "torch.square({0})", "sqrt": "torch.sqrt(torch.abs({0}))",
 }
 _INFIX = {"add": "+", "sub": "-", "mul": "*"}
-_POSITIVE_OPS = {"exp", "sigmoid"} | {op for op, (_, s) in AGGREGATES.items() if s == "std"}
+_POSITIVE_OPS = {op for op, (_, s) in AGGREGATES.items() if s == "std"}
 _RESERVED = {"self", "torch", "nn", "x"}
 
 _HELPERS = {
+    "var": '''def _var(a, dims):
+    """Biased variance in two passes: mean, then mean squared deviation."""
+    deviation = a - a.mean(dim=dims, keepdim=True)
+    return (deviation * deviation).mean(dim=dims, keepdim=True)
+''',
     "channel": '''def _channel_view(p, x):
     """A (1, C, 1, 1) tensor shaped to broadcast against x (NC or NCHW)."""
     return p if x.dim() == p.dim() else p.reshape(1, -1, *[1] * (x.dim() - 2))
@@ -50,7 +56,7 @@ _HELPERS = {
 def _instance_var(a):
     if a.dim() <= 2:  # NC input: each value is its own instance
         return torch.zeros_like(a)
-    return a.var(dim=tuple(range(2, a.dim())), unbiased=False, keepdim=True)
+    return _var(a, tuple(range(2, a.dim())))
 ''',
     "group": '''def _per_channel(stat, x):
     n, c = x.shape[:2]
@@ -64,7 +70,7 @@ def _group_mean(x, groups):
 
 def _group_var(x, groups):
     flat = x.reshape(x.shape[0], groups, -1)
-    return _per_channel(flat.var(-1, unbiased=False, keepdim=True), x)
+    return _per_channel(_var(flat, (-1,)), x)
 ''',
 }
 
@@ -142,6 +148,8 @@ class _Writer:
     def aggregate(self, index: int, out: str, op: str, a: Arg) -> None:
         axis, stat = AGGREGATES[op]
         self.helpers.add(axis)
+        if stat != "mean":
+            self.helpers.add("var")
         src = self.arg(a, True)
         if a not in self.full:
             src = f"{src}.expand_as(x)"
@@ -150,9 +158,10 @@ class _Writer:
             expr = f"_group_{value}({src}, self.groups)"
         elif axis == "instance":
             expr = f"_instance_{value}({src})"
+        elif value == "var":
+            expr = f"_var({src}, _{axis}_dims(x))"
         else:
-            kw = ", unbiased=False" if value == "var" else ""
-            expr = f"{src}.{value}(dim=_{axis}_dims(x){kw}, keepdim=True)"
+            expr = f"{src}.mean(dim=_{axis}_dims(x), keepdim=True)"
         if index in self.buffers:
             buffer = f"self.{self.buffers[index]}"
             self.lines += [

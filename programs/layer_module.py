@@ -3,8 +3,10 @@
 Element-wise instructions run through the shared op registry; aggregates run here,
 because they need the module's ``eps``, its group count, the training flag and, for
 batch aggregates, a running average per instruction (used in eval mode, as in batch
-norm). The exported module (``layer_export``) names its buffers the same way, so the
-two modules' state dicts are interchangeable.
+norm). The module runs the pruned program and holds only what it reads (``v0`` and
+``v1`` when read, a buffer per live batch aggregate); the exported module
+(``layer_export``) does the same and names them the same way, so the two modules'
+state dicts are interchangeable.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ def channel_view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class ProgramLayer(nn.Module):
     """``y * gamma + beta`` where ``y`` is the program's output on the input ``x``.
 
-    Parameters ``gamma`` (1), ``beta`` (0), ``v0`` (0), ``v1`` (1), each (1, C, 1, 1);
-    ``groups`` is the largest divisor of C at most ``max_groups``. Batch aggregates use
-    the batch statistic in training and update their running average as
+    Parameters ``gamma`` (1), ``beta`` (0), and ``v0`` (0), ``v1`` (1) when the pruned
+    program reads them, each (1, C, 1, 1); ``program`` is the pruned program; ``groups``
+    is the largest divisor of C at most ``max_groups``. Batch aggregates use the batch
+    statistic in training and update their running average as
     ``(1 - momentum) * running + momentum * batch_stat``; in eval they use the average.
     """
 
@@ -58,7 +61,7 @@ class ProgramLayer(nn.Module):
         reason = space.invalid_reason(program)
         if reason:
             raise ProgramError(f"not a valid {space.family} program: {reason}")
-        self.program = program
+        self.program = program = space.prune(program)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -66,8 +69,10 @@ class ProgramLayer(nn.Module):
         shape = (1, num_features, 1, 1)
         self.gamma = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.zeros(shape))
-        self.v0 = nn.Parameter(torch.zeros(shape))
-        self.v1 = nn.Parameter(torch.ones(shape))
+        reads = {a for ins in program for a in ins.reads()}
+        for name, init in (("v0", torch.zeros), ("v1", torch.ones)):
+            if name in reads:
+                setattr(self, name, nn.Parameter(init(shape)))
         self._buffers_of = running_buffers(program)
         for name in self._buffers_of.values():
             init = torch.zeros if name.startswith("running_mean") else torch.ones
@@ -77,7 +82,10 @@ class ProgramLayer(nn.Module):
         return f"{self.num_features}, eps={self.eps}, groups={self.groups}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        env = {"x": x, "v0": channel_view(self.v0, x), "v1": channel_view(self.v1, x)}
+        env = {"x": x}
+        for name in ("v0", "v1"):
+            if hasattr(self, name):
+                env[name] = channel_view(getattr(self, name), x)
         for i, ins in enumerate(self.program.instructions):
             args = [env[a] if isinstance(a, str) else x.new_tensor(a) for a in ins.args]
             if ins.op in AGGREGATES:

@@ -73,7 +73,7 @@ class Layout:
         """Views of each segment with its own shape (batch dimensions kept)."""
         x = self.full(x)
         parts = torch.split(x, list(self.sizes), dim=-1)
-        return [p.reshape(*x.shape[:-1], *s) for p, s in zip(parts, self.shapes, strict=True)]
+        return [p.reshape((*x.shape[:-1], *s)) for p, s in zip(parts, self.shapes, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..evaluators import DEFAULT_TASKS, TIERS
-from ..programs.export import export_known, export_program
+from ..programs.export import export_known, export_program, reads_learning_rate
 from ..programs.known import KNOWN, KNOWN_LAYERS, KnownProgram, get_known
 from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
@@ -666,6 +666,10 @@ def export(target: str, output: Path, class_name: str | None, family: str,
         default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
         source = _export(family, program, class_name or (
             f"Evolved{target}" if target.isdigit() else default))
+        if family == "optimizer" and not reads_learning_rate(program):
+            click.echo("note: this program never reads the learning rate, so the exported "
+                       "optimizer's lr (and any lr schedule) changes nothing; its step "
+                       "size is set by its constants", err=True)
     output.write_text(source)
     click.echo(f"wrote {output}")
 

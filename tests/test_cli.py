@@ -133,6 +133,15 @@ def test_export_program_file(tmp_path):
     result = invoke("export", text, "-o", out, "--name", "Mine")
     assert result.exit_code == 0, result.output
     assert load_module(out).Mine.__init__.__defaults__[0] == 0.0003
+    assert "never reads the learning rate" not in result.stderr
+
+
+def test_export_notes_a_program_that_ignores_lr(tmp_path):
+    text = tmp_path / "fixed.txt"
+    text.write_text("s = sqrt(w)\nlr = s / 0.3169\nupdate = g * lr\n")
+    result = invoke("export", text, "-o", tmp_path / "fixed.py")
+    assert result.exit_code == 0, result.output
+    assert "never reads the learning rate" in result.stderr
 
 
 def test_evaluate_scores_as_the_search_did(searched, tmp_path):

@@ -9,12 +9,19 @@ import importlib.util
 import inspect
 import itertools
 import random
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from evoprog.programs.export import OP_CODE, export_known, export_program, fold_lr_scale
+from evoprog.programs.export import (
+    OP_CODE,
+    export_known,
+    export_program,
+    fold_lr_scale,
+    reads_learning_rate,
+)
 from evoprog.programs.known import KNOWN
 from evoprog.programs.layer_ops import LAYER_OPS
 from evoprog.programs.mutation import mutate
@@ -190,7 +197,8 @@ def test_layout_program_uses_flat_form_with_only_needed_helpers():
         assert f"def {helper}(" in source
     for unused in ("_dot", "_cosine_sim", "_l2_normalize"):
         assert f"def {unused}(" not in source
-    assert "\ndef _" not in export_known(KNOWN["adamw"])
+    # elementwise: no flat-form helpers, only the safe python power for bias correction
+    assert re.findall(r"\ndef (_\w+)", export_known(KNOWN["adamw"])) == ["_power"]
 
 
 def test_lr_fold_and_constants(tmp_path):
@@ -367,3 +375,56 @@ def test_mutated_programs_export_and_match(tmp_path):
         want = run(lambda ps, program=program: ProgramOptimizer(ps, program), grads)
         for a, b in zip(got, want, strict=True):
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True), str(program)
+
+
+def test_python_number_arithmetic_gives_inf_where_tensors_do(tmp_path):
+    # lr = 0 (a warm-up's first value) to a negative power: inf, as the interpreter
+    # computes it, not a ZeroDivisionError from python's ``0.0 ** -1.4``.
+    program = parse_program("m = interp(g, m, 0.4589)\nlr = power(lr, -1.4246)\n"
+                            "s = sqrt(-0.2872)\nupdate = m / s\nlr = lr * -0.002928\n"
+                            "update = clip(update, lr)")
+    cls = exported_class(export_program(program), tmp_path)
+    grads = grad_sequence(steps=3)
+    got = run(lambda ps: cls(ps, lr=0.0), grads)
+    want = run(lambda ps: ProgramOptimizer(ps, program, lr=0.0), grads)
+    assert max_diff(got, want) < 1e-6
+
+
+def test_flat_form_lays_out_each_dtype_apart_as_the_interpreter_does(tmp_path):
+    program = parse_program("update = clip_by_global_norm(g, 1.0)\nlr = lr * 0.1\n"
+                            "update = update * lr")
+    cls = exported_class(export_program(program), tmp_path)
+
+    def steps(make_optimizer):
+        params = [torch.zeros(4, requires_grad=True),
+                  torch.zeros(4, dtype=torch.float64, requires_grad=True)]
+        optimizer = make_optimizer(params)
+        for _ in range(2):
+            params[0].grad = torch.full((4,), 3.0)
+            params[1].grad = torch.full((4,), 4.0, dtype=torch.float64)
+            optimizer.step()
+        return [p.detach().double() for p in params]
+
+    got, want = steps(cls), steps(lambda ps: ProgramOptimizer(ps, program))
+    assert max_diff(got, want) < 1e-6
+    assert got[0][0].item() == pytest.approx(-0.1)  # each dtype clipped to norm 1 alone
+
+
+def test_zero_dimensional_parameters_with_constant_state():
+    program = parse_program("v = exp2(0.5)\nupdate = g * v")
+    w = torch.tensor(1.0, requires_grad=True)
+    w.grad = torch.tensor(1.0)
+    ProgramOptimizer([w], program).step()
+    assert w.item() == pytest.approx(1.0 - 2 ** 0.5)
+
+
+def test_a_program_that_never_reads_lr_says_so(tmp_path):
+    program = parse_program("s = sqrt(w)\nlr = s / 0.3169\nupdate = g * lr")
+    assert not reads_learning_rate(program)
+    assert reads_learning_rate(OptimizerSpace.seed())
+    source = export_program(program)
+    assert "never reads the learning rate" in source
+    cls = exported_class(source, tmp_path)
+    grads = grad_sequence(steps=2)
+    assert max_diff(run(lambda ps: cls(ps, lr=1e-5), grads), run(cls, grads)) == 0
+    assert "never reads" not in export_program(OptimizerSpace.seed())

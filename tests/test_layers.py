@@ -125,8 +125,8 @@ def test_runtime_module_matches_exported_module(tmp_path, name):
     cls = load_class(export_known_layer(name), known.class_name, tmp_path)
     exported, runtime = cls(40), ProgramLayer(known.program(), 40)
     randomize(exported)
-    runtime.load_state_dict(exported.state_dict(), strict=False)
-    assert set(exported.state_dict()) <= set(runtime.state_dict())
+    runtime.load_state_dict(exported.state_dict())  # strict: the same keys
+    assert set(exported.state_dict()) == set(runtime.state_dict())
     for x in (torch.randn(4, 40, 5, 5) * 2 + 1, torch.randn(6, 40) - 1):
         for mode in (True, False, True):
             exported.train(mode)
@@ -146,7 +146,7 @@ def test_random_programs_export_and_match_the_runtime(tmp_path):
         exported = cls(8).double()
         runtime = ProgramLayer(program, 8).double()
         randomize(runtime)
-        exported.load_state_dict(runtime.state_dict(), strict=False)
+        exported.load_state_dict(runtime.state_dict())  # strict: the same keys
         for mode in (True, False):
             exported.train(mode)
             runtime.train(mode)
@@ -251,3 +251,28 @@ def test_pareto_front_and_tournament():
     for _ in range(100):  # a sample's pick is on the front of that sample
         index = pareto_tournament(scores, 2, rng)
         assert 0 <= index < len(scores)
+
+
+def test_state_dicts_hold_only_what_the_pruned_program_reads(tmp_path):
+    # The first batch_std is dead: neither module keeps a buffer for it, so the live
+    # statistic is ``running_var`` in both and a trained runtime layer loads exactly.
+    program = parse_program("s = batch_std(x)\na = square(x)\ns = batch_std(a)\ny = x / s")
+    runtime = ProgramLayer(program, 6)
+    assert set(runtime.state_dict()) == {"gamma", "beta", "running_var"}
+    for _ in range(5):
+        runtime(torch.randn(8, 6, 3, 3) * 3 + 1)
+    exported = load_class(export_layer(program, "Dead"), "Dead", tmp_path)(6)
+    exported.load_state_dict(runtime.state_dict())
+    x = torch.randn(4, 6, 3, 3)
+    runtime.eval()
+    exported.eval()
+    assert torch.allclose(exported(x), runtime(x), rtol=1e-6)
+
+
+def test_exported_division_keeps_the_epsilon_where_the_divisor_can_underflow(tmp_path):
+    program = parse_program("a = sigmoid(x)\ny = x / a")
+    exported = load_class(export_layer(program, "Div"), "Div", tmp_path)(3)
+    x = torch.tensor([[-20.0, -90.0, -110.0]])
+    want = ProgramLayer(program, 3)(x)
+    assert torch.isfinite(want).all()
+    assert torch.allclose(exported(x), want)
