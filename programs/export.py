@@ -5,7 +5,9 @@ be copied into any project. Every instruction becomes one line of torch code wit
 interpreter's exact (safe) semantics, from the ``OP_CODE`` table below.
 
 Two shapes of ``step()`` are generated. Programs of elementwise ops run in a loop over
-the parameters, each tensor in its own shape, like ``torch.optim`` or lion-pytorch.
+the parameters, each tensor in its own shape, like ``torch.optim`` or lion-pytorch, and
+have a foreach path as ``torch.optim`` does (``_step_foreach``: the same program on lists
+of tensors with torch's multi-tensor ``torch._foreach_*`` kernels, the default on GPUs).
 Programs that use per-tensor or global reductions (``norm``, ``global_norm``,
 ``orthogonalize``, ...) run once per group on all its parameters laid end to end, as the
 search ran them, with small helper functions for the reductions emitted into the file.
@@ -112,6 +114,48 @@ OP_CODE: dict[str, OpCode] = {
     "orthogonalize": OpCode("_orthogonalize({0:t}, shapes)", helpers=("_orthogonalize",)),
 }
 
+
+def _foreach_unary(fn: str, inner: str = "{0}") -> str:
+    return f"torch._foreach_{fn}({inner})"
+
+
+_ABS = "torch._foreach_abs({0})"
+# The foreach path's multi-tensor form of an op, keyed by (op, kinds of its arguments):
+# L a list of tensors (one per parameter), N a python number. Other ops and kinds run as a
+# list comprehension of the op's tensor template.
+FOREACH_CODE: dict[tuple[str, str], str] = {
+    **{(op, "L"): _foreach_unary(op) for op in (
+        "abs", "cos", "sin", "tan", "sinh", "cosh", "tanh", "exp", "expm1", "sign")},
+    ("arctan", "L"): _foreach_unary("atan"),
+    **{(op, "L"): _foreach_unary(op, _ABS) for op in ("log", "log10", "log2", "log1p",
+                                                        "sqrt")},
+    ("square", "L"): "torch._foreach_mul({0}, {0})",
+    ("cube", "L"): "torch._foreach_mul(torch._foreach_mul({0}, {0}), {0})",
+    ("negative", "L"): "torch._foreach_neg({0})",
+    ("invert", "L"): "torch._foreach_add(torch._foreach_neg({0}), 1.0)",
+    ("reciprocal", "L"): "torch._foreach_reciprocal(torch._foreach_add({0}, 1e-8))",
+    **{(op, kinds): f"torch._foreach_{fn}({{0}}, {{1}})" for op, fn in (
+        ("add", "add"), ("mul", "mul"), ("max", "maximum"), ("min", "minimum"))
+       for kinds in ("LL", "LN")},
+    **{(op, "NL"): f"torch._foreach_{fn}({{1}}, {{0}})" for op, fn in (
+        ("add", "add"), ("mul", "mul"), ("max", "maximum"), ("min", "minimum"))},
+    ("sub", "LL"): "torch._foreach_sub({0}, {1})",
+    ("sub", "LN"): "torch._foreach_sub({0}, {1})",
+    ("div", "LL"): "torch._foreach_div({0}, torch._foreach_add({1}, 1e-8))",
+    ("div", "LN"): "torch._foreach_div({0}, {1} + 1e-8)",
+    ("power", "LL"): f"torch._foreach_pow({_ABS}, {{1}})",
+    ("power", "LN"): f"torch._foreach_pow({_ABS}, {{1}})",
+    ("power", "NL"): "torch._foreach_pow(abs({0}), {1})",
+    ("soft_sign", "LN"): "torch._foreach_tanh(torch._foreach_div({0}, abs({1}) + 1e-8))",
+    ("soft_sign", "LL"): "torch._foreach_tanh(torch._foreach_div({0}, torch._foreach_add("
+                         "torch._foreach_abs({1}), 1e-8)))",
+    ("clip", "LN"): "torch._foreach_clamp_max(torch._foreach_clamp_min({0}, -abs({1})), "
+                    "abs({1}))",
+    ("interp", "LLN"): "torch._foreach_lerp({0}, {1}, {2})",
+    ("interp", "LLL"): "torch._foreach_lerp({0}, {1}, {2})",
+}
+_ELEMENT_NAMES = ("x_", "y_", "z_")  # a comprehension's per-parameter tensors
+
 # Helpers: (source, helpers it calls). Emitted in this order, only when used.
 _HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "_power": ('''\
@@ -195,7 +239,8 @@ _TENSOR_INPUTS = ("w", "g", "m", "v")
 _STATE = ("m", "v")
 # Names the generated step() uses itself; program variables that clash are renamed.
 _LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "params", "p",
-           "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults")
+           "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults",
+           "foreach", "new", "scalar", *_ELEMENT_NAMES)
 _RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
     dir(builtins)) | frozenset(_LOCALS) | frozenset(_HELPERS)
 
@@ -294,6 +339,31 @@ def _render(ins: Instruction, args: list[_Value], like: str) -> _Value:
     if not any(a.tensor for a in args):
         args = [_Value(f"{like}.new_tensor({a.expr})", True) for a in args]
     return _Value(_CodeFormatter(like).format(code.tensor, *args), True)
+
+
+def _render_foreach(ins: Instruction, args: list[_Value]) -> _Value:
+    """One instruction on the foreach path; ``tensor`` means a list of tensors there.
+    Python numbers stay python numbers (an op without a python form runs on a float64
+    0-d tensor named ``scalar``)."""
+    code = OP_CODE[ins.op]
+    if not any(a.tensor for a in args):
+        if code.python is not None:
+            return _Value(code.python.format(*[a.expr for a in args]), False)
+        zero_d = [_Value(f"scalar.new_tensor({a.expr})", True) for a in args]
+        return _Value(f"float({_CodeFormatter('scalar').format(code.tensor, *zero_d)})",
+                      False)
+    kinds = "".join("L" if a.tensor else "N" for a in args)
+    template = FOREACH_CODE.get((ins.op, kinds))
+    if template is not None:
+        return _Value(template.format(*[a.expr for a in args]), True)
+    lists = [i for i, a in enumerate(args) if a.tensor]
+    elements = [_Value(_ELEMENT_NAMES[i], True) if a.tensor else a
+                for i, a in enumerate(args)]
+    expr = _CodeFormatter(_ELEMENT_NAMES[lists[0]]).format(code.tensor, *elements)
+    names = ", ".join(_ELEMENT_NAMES[i] for i in lists)
+    sources = ", ".join(args[i].expr for i in lists)
+    source = sources if len(lists) == 1 else f"zip({sources})"
+    return _Value(f"[{expr} for {names} in {source}]", True)
 
 
 def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
@@ -398,6 +468,17 @@ def export_source(program: Program, class_name: str,
         code = OP_CODE[ins.op]
         helpers.update(code.helpers if value.tensor else code.python_helpers)
         lines.append(f"{ins.out} = {value.expr}")
+    foreach_lines: list[str] = []
+    if not flat:
+        is_list = {name: name in _TENSOR_INPUTS for name in _INPUTS + tuple(hyper)}
+        for ins in body.instructions:
+            args = [_Value(a, is_list[a]) if isinstance(a, str) else
+                    _Value(_literal(a), False) for a in ins.args]
+            value = _render_foreach(ins, args)
+            is_list[ins.out] = value.tensor
+            if not value.tensor:
+                helpers.update(OP_CODE[ins.op].python_helpers)
+            foreach_lines.append(f"{ins.out} = {value.expr}")
     used_state = [s for s in _STATE if s in reads or s in body.assigned()]
     written_state = [s for s in _STATE if s in body.assigned()]
     group_reads = [s for s in scalars if s in reads]
@@ -408,15 +489,19 @@ def export_source(program: Program, class_name: str,
         helpers |= {"_flatten", "_unflatten"}
         step_lines = _flat_step(reads, lines, used_state, written_state, group_reads,
                                 tensor)
+        method_lines: list[str] = []
     else:
         step_lines = _loop_step(reads, lines, used_state, written_state, group_reads,
                                 per_param_reads, tensor)
+        method_lines = _foreach_method(reads, foreach_lines, written_state, group_reads,
+                                       is_list)
     helpers = _with_dependencies(helpers)
     helper_sources = [src for name, (src, _) in _HELPERS.items() if name in helpers]
 
     params = [("lr", lr_default)] + list(hyper.items())
     signature = ["self", "params"] + [f"{n}: float = {_float_default(v)}" for n, v in params]
-    defaults = [f'"{n}": {n}' for n, _ in params]
+    signature.append("foreach: bool | None = None")
+    defaults = [f'"{n}": {n}' for n, _ in params] + ['"foreach": foreach']
     summary = doc.strip() or ("An optimizer discovered by evoprog." if hyperparameters is None
                               else f"The {class_name} optimizer.")
     if not summary.endswith("."):
@@ -430,6 +515,13 @@ def export_source(program: Program, class_name: str,
     if hyperparameters is None and hyper:
         class_doc += (f"\n\n{', '.join(hyper)}: the program's constants, exposed as "
                       "hyperparameters.")
+    if flat:
+        class_doc += ("\n\n``foreach`` is accepted as in torch.optim; this optimizer always "
+                      "updates a group's\nparameters together, laid end to end.")
+    else:
+        class_doc += ("\n\n``foreach``: update a group's parameters together with torch's "
+                      "multi-tensor kernels\n(None: when they are on a GPU), as in "
+                      "torch.optim; else one parameter at a time.")
     if "lr" not in reads:
         class_doc += ("\n\nThis program never reads the learning rate: ``lr`` is kept "
                       "for schedulers\nbut changes nothing; the step size comes from "
@@ -459,6 +551,8 @@ def export_source(program: Program, class_name: str,
             "        for group in self.param_groups:"]
     out += step_lines
     out += ["", "        return loss", ""]
+    if method_lines:
+        out += method_lines + [""]
     return "\n".join(out)
 
 
@@ -473,13 +567,25 @@ def _state_init(used_state: list[str], indent: str) -> list[str]:
 def _loop_step(reads: set[str], body: list[str], used_state: list[str],
                written_state: list[str], group_reads: list[str], per_param_reads: list[str],
                tensor: dict[str, bool]) -> list[str]:
-    """step()'s group loop for elementwise programs: each parameter in its own shape."""
+    """step()'s group loop for elementwise programs: each parameter in its own shape,
+    or all of them at once on the foreach path."""
     ind = " " * 16
-    lines = [f'            {s} = group["{s}"]' for s in group_reads if s not in per_param_reads]
-    lines += ['            for p in group["params"]:',
-              "                if p.grad is None:",
-              "                    continue"]
+    lines = ['            params = [p for p in group["params"] if p.grad is not None]',
+             "            for p in params:"]
     lines += _state_init(used_state, ind)
+    lines += ['            foreach = group["foreach"]',
+              "            if foreach is None:",
+              "                foreach = all(p.is_cuda for p in params)"]
+    if "step" in reads:  # one python step number for all: parameters must agree on it
+        lines += ['            if foreach and len({self.state[p]["step"] for p in params})'
+                  ' == 1:']
+    else:
+        lines += ["            if foreach:"]
+    lines += ["                self._step_foreach(group, params)",
+              "                continue"]
+    lines += [f'            {s} = group["{s}"]' for s in group_reads if s not in per_param_reads]
+    lines += ["            for p in params:",
+              "                state = self.state[p]"]
     lines += [f'{ind}{s} = group["{s}"]' for s in per_param_reads]
     sources = {"w": "p", "g": "p.grad", "m": 'state["m"]', "v": 'state["v"]',
                "step": 'state["step"]'}
@@ -488,6 +594,33 @@ def _loop_step(reads: set[str], body: list[str], used_state: list[str],
     for s in written_state:
         lines.append(f'{ind}state["{s}"].{"copy_" if tensor[s] else "fill_"}({s})')
     lines.append(f"{ind}p.sub_(update)")
+    return lines
+
+
+def _foreach_method(reads: set[str], body: list[str], written_state: list[str],
+                    group_reads: list[str], is_list: dict[str, bool]) -> list[str]:
+    """``_step_foreach``: the program on lists of a group's tensors, one multi-tensor
+    kernel per instruction where torch has one."""
+    ind = " " * 8
+    lines = ["    def _step_foreach(self, group, params):",
+             f'{ind}"""All of a group\'s parameters at once, with multi-tensor kernels."""']
+    lines += [f'{ind}{s} = group["{s}"]' for s in group_reads]
+    sources = {"w": "params", "g": "[p.grad for p in params]",
+               "m": '[self.state[p]["m"] for p in params]',
+               "v": '[self.state[p]["v"] for p in params]',
+               "step": 'self.state[params[0]]["step"]'}
+    lines += [f"{ind}{name} = {src}" for name, src in sources.items() if name in reads]
+    if any("scalar." in line for line in body):
+        lines.append(f"{ind}scalar = torch.zeros((), dtype=torch.float64)  # python math")
+    lines += [""] + [ind + line for line in body] + [""]
+    for s in written_state:
+        if is_list[s]:
+            lines += [f"{ind}for p, new in zip(params, {s}):",
+                      f'{ind}    self.state[p]["{s}"] = new']
+        else:
+            lines += [f"{ind}for p in params:",
+                      f'{ind}    self.state[p]["{s}"].fill_({s})']
+    lines.append(f"{ind}torch._foreach_sub_(params, update)")
     return lines
 
 

@@ -114,27 +114,32 @@ def reference_lion(params, grads, lr, beta1, beta2, weight_decay):
     return params
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_lion_matches_its_definition(tmp_path, weight_decay):
+def test_lion_matches_its_definition(tmp_path, weight_decay, foreach):
     lion = exported_class(export_known(KNOWN["lion"]), tmp_path)
     assert lion.__name__ == "Lion"
     signature = inspect.signature(lion.__init__).parameters
-    assert list(signature)[1:] == ["params", "lr", "beta1", "beta2", "weight_decay"]
+    assert list(signature)[1:] == ["params", "lr", "beta1", "beta2", "weight_decay",
+                                   "foreach"]
     assert [signature[k].default for k in ("lr", "beta1", "beta2", "weight_decay")] == \
         [1e-4, 0.9, 0.99, 0.0]
     grads = grad_sequence()
-    got = run(lambda ps: lion(ps, lr=0.01, weight_decay=weight_decay), grads)
+    got = run(lambda ps: lion(ps, lr=0.01, weight_decay=weight_decay, foreach=foreach),
+              grads)
     want = reference_lion(initial_params(), grads, 0.01, 0.9, 0.99, weight_decay)
     assert max_diff(got, want) < 1e-6
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-7)])
-def test_adamw_matches_torch(tmp_path, dtype, tolerance):
+def test_adamw_matches_torch(tmp_path, dtype, tolerance, foreach):
     adamw = exported_class(export_known(KNOWN["adamw"]), tmp_path)
     signature = inspect.signature(adamw.__init__).parameters
-    assert list(signature)[2:] == ["lr", "beta1", "beta2", "eps", "weight_decay"]
+    assert list(signature)[2:] == ["lr", "beta1", "beta2", "eps", "weight_decay", "foreach"]
     grads = grad_sequence(dtype=dtype)
-    settings = {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05}
+    settings = {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05,
+                "foreach": foreach}
     got = run(lambda ps: adamw(ps, **settings), grads)
     want = run(lambda ps: torch.optim.AdamW(
         ps, lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.05), grads)
@@ -151,9 +156,10 @@ def test_known_export_matches_interpreter(tmp_path, name):
     cls = exported_class(export_known(known), tmp_path)
     assert cls.__name__ == known.class_name
     grads = grad_sequence()
-    got = run(cls, grads)
     want = run(lambda ps: ProgramOptimizer(ps, known.program()), grads)
-    assert max_diff(got, want) < 1e-6
+    for foreach in (None, False, True):
+        got = run(lambda ps, foreach=foreach: cls(ps, foreach=foreach), grads)
+        assert max_diff(got, want) < 1e-6
     assert max_diff(got, initial_params()) > 0  # it did train
 
 
@@ -206,7 +212,7 @@ def test_lr_fold_and_constants(tmp_path):
     cls = exported_class(source, tmp_path)
     signature = inspect.signature(cls.__init__).parameters
     assert {k: p.default for k, p in signature.items() if k not in ("self", "params")} == \
-        {"lr": 0.001, "c1": 0.9, "c2": 0.999, "c3": 0.01}
+        {"lr": 0.001, "c1": 0.9, "c2": 0.999, "c3": 0.01, "foreach": None}
     assert "0.001" not in source.split("def step", 1)[1]
     optimizer = cls([torch.zeros(2, requires_grad=True)])
     assert optimizer.param_groups[0]["c2"] == 0.999
@@ -355,10 +361,11 @@ def test_every_op_matches_interpreter(tmp_path, op):
     for args, flat in itertools.product(_ARGUMENTS[OPS[op].arity], (False, True)):
         program = _op_program(op, args, flat)
         cls = exported_class(export_program(program), tmp_path)
-        got = run(cls, grads)
         want = run(lambda ps, program=program: ProgramOptimizer(ps, program), grads)
-        diff = max_diff(got, want)
-        assert diff < 1e-6, (op, args, flat, diff)
+        for foreach in (False, True):  # the flat form takes ``foreach`` and ignores it
+            got = run(lambda ps, cls=cls, foreach=foreach: cls(ps, foreach=foreach), grads)
+            diff = max_diff(got, want)
+            assert diff < 1e-6, (op, args, flat, foreach, diff)
 
 
 def test_mutated_programs_export_and_match(tmp_path):
@@ -371,10 +378,12 @@ def test_mutated_programs_export_and_match(tmp_path):
         for _ in range(rng.randint(1, 10)):
             program, _ = mutate(program, OptimizerSpace, rng)
         cls = exported_class(export_program(program), tmp_path)
-        got = run(cls, grads)
         want = run(lambda ps, program=program: ProgramOptimizer(ps, program), grads)
-        for a, b in zip(got, want, strict=True):
-            assert torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True), str(program)
+        for foreach in (False, True):
+            got = run(lambda ps, cls=cls, foreach=foreach: cls(ps, foreach=foreach), grads)
+            for a, b in zip(got, want, strict=True):
+                assert torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True), \
+                    (foreach, str(program))
 
 
 def test_python_number_arithmetic_gives_inf_where_tensors_do(tmp_path):
@@ -428,3 +437,17 @@ def test_a_program_that_never_reads_lr_says_so(tmp_path):
     grads = grad_sequence(steps=2)
     assert max_diff(run(lambda ps: cls(ps, lr=1e-5), grads), run(cls, grads)) == 0
     assert "never reads" not in export_program(OptimizerSpace.seed())
+
+
+def test_foreach_path_runs_multi_tensor_kernels_and_falls_back_when_steps_differ(tmp_path):
+    source = export_known(KNOWN["adamw"])
+    assert "torch._foreach_lerp(g, m, beta1)" in source.split("def _step_foreach", 1)[1]
+    cls = exported_class(source, tmp_path)
+    # The bias is skipped every third step, so its step count falls behind the weight's:
+    # the foreach path needs one step number, so those groups take the loop.
+    want = train_model(lambda ps: ProgramOptimizer(ps, KNOWN["adamw"].program()),
+                       skip_bias_every=3)
+    got = train_model(lambda ps: cls(ps, foreach=True), skip_bias_every=3)
+    assert max_diff(got, want) < 1e-6
+    optimizer = cls([torch.zeros(2, requires_grad=True)])
+    assert optimizer.param_groups[0]["foreach"] is None  # chosen per step: GPU or not
