@@ -8,6 +8,7 @@ exit; nothing already recorded is touched.
 from __future__ import annotations
 
 import json
+import keyword
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..programs.report import Description, describe
 from ..programs.space import get_space
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
+from .output_files import OutputError, check_output, save_figure, write_text
 from .pareto import pareto_front
 
 DEFAULT_DB = "evoprog.db"
@@ -44,7 +46,7 @@ class EvoprogGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (StoreError, ProgramError, SearchError) as exc:
+        except (StoreError, ProgramError, SearchError, OutputError) as exc:
             raise UserError(str(exc)) from None
 
 
@@ -482,10 +484,7 @@ def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
     if str(file) == "-":
         text = click.get_text_stream("stdin").read()
     else:
-        try:
-            text = file.read_text()
-        except OSError as exc:
-            raise UserError(f"cannot read {file}: {exc.strerror}") from None
+        text = _read_program_file(file)
     description = describe(get_space(family), get_space(family).parse(text))
     if as_json:
         print_json(description.to_json(latex=with_latex))
@@ -501,6 +500,7 @@ def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
 def plot(run_id: int, output: Path, db_path: Path) -> None:
     """Fitness against birth order: best so far, population median, rejections, and the
     known programs found along the way."""
+    check_output(output, db_path, image=True)
     with open_existing(db_path) as store:
         run = store.run(run_id)
         individuals = store.individuals(run_id)
@@ -581,8 +581,7 @@ def _plot_run(run: dict, individuals: list[dict], output: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(output)
-    plt.close(fig)
+    save_figure(fig, output)
 
 
 def _plot_front(ax, scored: list[dict]) -> None:
@@ -657,6 +656,9 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     TARGET is an individual's id, a known program's name (see `evoprog known`), or a
     file holding program text (`-` for standard input; `--family layer` for a layer).
     """
+    check_output(output, db_path)
+    if class_name is not None:
+        _check_class_name(class_name)
     family, label, program, known_program = _target(target, family, db_path)
     if known_program is not None and known_program.family == "layer":
         source = export_known_layer(known_program.name, class_name)
@@ -670,8 +672,21 @@ def export(target: str, output: Path, class_name: str | None, family: str,
             click.echo("note: this program never reads the learning rate, so the exported "
                        "optimizer's lr (and any lr schedule) changes nothing; its step "
                        "size is set by its constants", err=True)
-    output.write_text(source)
+    write_text(output, source)
     click.echo(f"wrote {output}")
+
+
+# Names an exported file needs for itself: a class named so would shadow them.
+_TAKEN_CLASS_NAMES = frozenset({"torch", "nn", "math"})
+
+
+def _check_class_name(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name) or name in _TAKEN_CLASS_NAMES \
+            or name.startswith("_"):
+        raise click.BadParameter(
+            f"{name!r} cannot name a class in the exported file (a python identifier that "
+            f"is not a keyword, does not start with '_' and is not torch, nn or math)",
+            param_hint="--name")
 
 
 def _target(target: str, family: str, db_path: Path,
@@ -685,8 +700,12 @@ def _target(target: str, family: str, db_path: Path,
         return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None
     if target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
-            Path(target).read_text()
+            _read_program_file(Path(target))
         return family, target, get_space(family).parse(text), None
+    if target not in KNOWN and target not in KNOWN_LAYERS and (
+            "/" in target or "." in target):
+        raise UserError(f"no file {target} (and no known program of that name; see "
+                        "`evoprog known`)")
     known_program = get_known(target)
     return known_program.family, known_program.name, known_program.program(), known_program
 
@@ -731,7 +750,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
     for target in targets:
         program_family, label, program, _ = _target(target, family, db_path)
         if overrides and program_family != "optimizer":
-            raise UserError(f"{label} is a {program_family} program; --lr-scales is for "
+            raise UserError(f"{label} is {_a(program_family)} program; --lr-scales is for "
                             "optimizers")
         names = _split(tasks) or list(DEFAULT_TASKS[program_family])
         plans.append((program_family, label, program, names))
@@ -741,7 +760,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--tasks") from None
             if scores != program_family:
-                raise UserError(f"{label} is a {program_family} program; task {name!r} "
+                raise UserError(f"{label} is {_a(program_family)} program; task {name!r} "
                                 f"scores {scores} programs")
     torch.set_num_threads(threads)
     rows = []
@@ -819,7 +838,7 @@ def _task_detail(task: str, r: dict) -> str:
               default=None, help="Write the report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Plot best fitness against children evaluated.")
-@click.option("--runs", "run_ids", default="",
+@click.option("--runs", "run_ids", default=None,
               help="Comma-separated ids of recorded runs: rebuild their report instead of "
                    "searching (the search options are then unused).")
 @click.option("--address", default=None, help="Ray cluster to join.")
@@ -829,7 +848,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
                tier: str, tasks: str, op_spec: str, random_baseline: bool, compare_tier: str,
                transfer_tiers: str,
-               report_path: Path | None, plot_path: Path | None, run_ids: str,
+               report_path: Path | None, plot_path: Path | None, run_ids: str | None,
                address: str | None, quiet: bool, db_path: Path) -> None:
     """Search for Lion from AdamW (or an EvoNorm from BN-ReLU) with several seeds and
     report, per seed, whether and when the target family reached the top 10, against
@@ -840,13 +859,23 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     from .rediscover import rediscover as run_rediscovery
 
     tiers = [] if transfer_tiers.strip().lower() == "none" else _split(transfer_tiers)
+    for t in tiers:  # checked now, not after the searches
+        if t not in TIERS:
+            raise click.BadParameter(f"unknown tier {t!r} (tiers: {', '.join(TIERS)}, or "
+                                     "none)", param_hint="--transfer-tiers")
+    if report_path is not None:
+        check_output(report_path, db_path)
+    if plot_path is not None:
+        check_output(plot_path, db_path, image=True)
     compare = None if compare_tier == "none" else compare_tier
     ops = _op_list(TARGETS[target].family, op_spec)
-    if run_ids:
+    if run_ids is not None:
         try:
             ids = [int(part) for part in _split(run_ids)]
         except ValueError:
             raise UserError(f"--runs takes run ids such as 1,2,3, got {run_ids!r}") from None
+        if not ids or len(set(ids)) != len(ids):
+            raise UserError(f"--runs takes distinct run ids such as 1,2,3, got {run_ids!r}")
         with open_existing(db_path) as store:
             try:
                 report = report_runs(store, target, ids, compare, tiers)
@@ -880,12 +909,17 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
 
 def _write_rediscovery(report, report_path: Path | None, plot_path: Path | None) -> None:
     _print_rediscovery(report)
-    if report_path:
-        report_path.write_text(json.dumps(report.to_json(), indent=2))
-        click.echo(f"wrote {report_path}")
-    if plot_path:
-        _plot_rediscovery(report, plot_path)
-        click.echo(f"wrote {plot_path}")
+    try:
+        if report_path:
+            write_text(report_path, json.dumps(report.to_json(), indent=2))
+            click.echo(f"wrote {report_path}")
+        if plot_path:
+            _plot_rediscovery(report, plot_path)
+            click.echo(f"wrote {plot_path}")
+    except OutputError as exc:
+        ids = ",".join(str(r.run_id) for r in report.runs)
+        raise UserError(f"{exc}; the runs are recorded, so --runs {ids} writes the report "
+                        "again") from None
 
 
 def _print_rediscovery(report) -> None:
@@ -941,8 +975,20 @@ def _plot_rediscovery(report, output: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(output)
-    plt.close(fig)
+    save_figure(fig, output)
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _read_program_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {path}: not a UTF-8 text file") from None
 
 
 def _export(family: str, program, class_name: str) -> str:

@@ -11,6 +11,7 @@ replayed from its records: that is how ``resume`` works.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -171,6 +172,16 @@ class SearchError(RuntimeError):
     pass
 
 
+def _join(address: str | None) -> dict:
+    """``start_ray``, with a cluster that cannot be reached as one clear SearchError."""
+    try:
+        return start_ray(address)
+    except ConnectionError as exc:
+        first = str(exc).split(". ")[0].rstrip(".")
+        raise SearchError(f"cannot join the Ray cluster at "
+                          f"{address or os.environ.get('RAY_ADDRESS')}: {first}") from None
+
+
 class Search:
     """One run: create with ``start`` or continue one with ``resume``, then ``run()``."""
 
@@ -201,7 +212,7 @@ class Search:
     def start(cls, store: Store, config: SearchConfig, address: str | None = None,
               **kwargs) -> Search:
         config.validate()
-        cluster = start_ray(address)
+        cluster = _join(address)
         settle_resources(config, cluster)
         run_id = store.create_run(config.family, config.seed, config.budget, asdict(config),
                                   cluster["address"])
@@ -215,7 +226,7 @@ class Search:
         config = SearchConfig.from_dict(run["config"])
         config.max_seconds = max_seconds
         config.validate()
-        cluster = start_ray(address)
+        cluster = _join(address)
         if cluster["address"] == "local" and (config.gpus_per_eval or 0) > cluster["gpus"]:
             # Started where there were GPUs, resumed where there are fewer: take this
             # machine's share (the individuals do not depend on it; ``parallel`` stays).

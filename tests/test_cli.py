@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import ray
 import torch
 from click.testing import CliRunner
 
@@ -171,7 +172,7 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
 def test_evaluate_refuses_what_it_cannot_score(searched):
     db, _ = searched
     assert_clean_error(invoke("evaluate", "lion", "--tasks", "digits_layers"),
-                       "lion is a optimizer program")
+                       "lion is an optimizer program")
     assert_clean_error(invoke("evaluate", "lion", "--tasks", "imagenet"), "unknown task")
     assert_clean_error(invoke("evaluate", "nosuch"), "no known program named")
     assert_clean_error(invoke("evaluate", "99999", "--db", db), "99999")
@@ -235,6 +236,59 @@ def test_malformed_program_and_unknown_name(tmp_path):
     assert_clean_error(invoke("export", "nosuchthing", "-o", tmp_path / "x.py"),
                        "nosuchthing")
     assert not (tmp_path / "x.py").exists()
+
+
+def test_output_files_are_checked_first_and_a_database_is_never_overwritten(searched,
+                                                                            tmp_path):
+    db, _ = searched
+    before, size = table_counts(db), db.stat().st_size
+    assert_clean_error(invoke("export", 1, "-o", db, "--db", db), "it is the database")
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    assert_clean_error(invoke("export", "lion", "-o", copy), "it is an SQLite database")
+    assert_clean_error(invoke("export", "lion", "-o", tmp_path / "no" / "x.py"),
+                       "does not exist")
+    assert_clean_error(invoke("plot", 1, "-o", tmp_path / "plot", "--db", db), ".png")
+    assert_clean_error(invoke("plot", 1, "-o", tmp_path / "plot.bogus", "--db", db), ".svg")
+    assert_clean_error(invoke("plot", 1, "-o", tmp_path, "--db", db), "is a directory")
+    assert_clean_error(invoke("rediscover", "lion", "--plot", tmp_path / "p.txt", "--db",
+                              db), "image file")
+    assert_clean_error(invoke("rediscover", "lion", "--transfer-tiers", "A,Z", "--db", db),
+                       "unknown tier 'Z'")
+    for runs in (",", "1,1"):
+        assert_clean_error(invoke("rediscover", "lion", "--runs", runs, "--db", db),
+                           "distinct run ids")
+    for name in ("1bad", "class", "torch", "_hidden"):
+        assert_clean_error(invoke("export", "lion", "-o", tmp_path / "x.py", "--name", name),
+                           "cannot name a class")
+    assert not (tmp_path / "x.py").exists()
+    assert table_counts(db) == before and db.stat().st_size == size
+    assert copy.read_bytes() == db.read_bytes()
+
+
+def test_unreadable_and_missing_program_files(tmp_path):
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe garbage\n")
+    for command in (["analyze", binary], ["export", binary, "-o", tmp_path / "x.py"],
+                    ["evaluate", binary]):
+        assert_clean_error(invoke(*command), "not a UTF-8 text file")
+    assert_clean_error(invoke("export", tmp_path / "nope.txt", "-o", tmp_path / "x.py"),
+                       "no file", "nope.txt")
+
+
+def test_unreachable_cluster_is_one_error(tmp_path):
+    # In a process of its own, with this one's local Ray stopped: "auto" joins any Ray
+    # running on the machine.
+    ray.shutdown()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "evoprog", "search", "optimizer", "--budget", "3",
+         "--address", "auto", "--db", str(tmp_path / "x.db")],
+        capture_output=True, text=True, env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
+        timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Error: cannot join the Ray cluster at auto" in result.stderr
 
 
 def test_invalid_option_values(tmp_path):
