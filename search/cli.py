@@ -387,7 +387,9 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
     console.print(f"[bold]individual {ind['id']}[/] of run {ind['run_id']}, birth "
                   f"{ind['birth']}")
     console.print(f"status   {ind['status']}" + (f" ({ind['reason']})" if ind["reason"] else "")
-                  + ("  [cache hit]" if ind["cache_hit"] else ""))
+                  + ("; cache hit: the score of an earlier individual with the same "
+                     "pruned program or fingerprint, not trained again"
+                     if ind["cache_hit"] else ""), markup=False, highlight=False)
     console.print(f"fitness  {fmt(ind['fitness'])}")
     console.print(f"parent   {ind['parent_id'] if ind['parent_id'] is not None else '-'}")
     console.print(f"mutation {ind['mutation'] or '- (seed)'}")
@@ -771,10 +773,13 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                                 "fitness": r["fitness"],
                                 "metric": r["metrics"].get("metric"),
                                 "lr_scale": r["metrics"].get("lr_scale"),
+                                "lr_scales": [e["lr_scale"] for e in
+                                              r["metrics"].get("per_scale", [])],
                                 "scores": r["metrics"].get("scores"),
                                 "seconds": r["seconds"]} for r in records}
+        trained = next((t["lr_scales"] for t in per_task.values() if t["lr_scales"]), [])
         rows.append({"target": label, "family": program_family, "tier": tier,
-                     "tasks": names, "lr_scales": list(overrides.get("lr_scales", [])),
+                     "tasks": names, "lr_scales": trained,
                      "status": result.status, "reason": result.reason,
                      "fitness": result.fitness, "seconds": result.seconds,
                      "per_task": per_task})

@@ -70,6 +70,21 @@ def test_top_show_lineage(searched):
     assert invoke("lineage", last, "--db", db).exit_code == 0
 
 
+def test_show_says_when_a_score_was_reused(searched, tmp_path):
+    db = tmp_path / "again.db"
+    db.write_bytes(searched[0].read_bytes())
+    # The same search again: its first births are run 1's programs, scored from the cache.
+    again = invoke("search", "optimizer", "--budget", "4", "--population", "10",
+                   "--tournament", "3", "--seed", "1", "--quiet", "--db", db)
+    assert again.exit_code == 0, again.output
+    with sqlite3.connect(db) as conn:
+        (hit,) = conn.execute("select id from individuals where run_id = 2 and cache_hit = 1 "
+                              "order by id limit 1").fetchone()
+    shown = invoke("show", hit, "--db", db).output
+    assert "cache hit: the score of an earlier individual" in shown
+    assert "cache hit" not in invoke("show", 1, "--db", db).output
+
+
 def test_show_lays_out_evaluations_and_learning_rate_scales(searched):
     db, _ = searched
     seed = invoke("show", 1, "--db", db).output
@@ -159,6 +174,7 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
     assert [r["target"] for r in rows] == [f"individual {ind_id}", "adamw_paper", str(text)]
     assert rows[0]["fitness"] == fitness  # bit for bit, as the search's worker scored it
     assert rows[1]["fitness"] == 1.0 and rows[1]["per_task"]["digits_mlp"]["lr_scale"] == 3
+    assert rows[1]["lr_scales"] == [1.0, 3.0, 10.0]  # the tier's scales, as trained
     assert rows[2]["status"] == "rejected" and rows[2]["fitness"] is None
     table = invoke("evaluate", "signum", "--tasks", "char_lm").output
     assert "tier A" in table and "char_lm:" in table
