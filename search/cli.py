@@ -464,12 +464,13 @@ def _print_description(description: Description, with_latex: bool, pruned: bool)
         console.print("[bold]pruned[/]", highlight=False)
         console.print(description.pruned, highlight=False)
     console.print("\n[bold]simplified[/]", highlight=False)
+    # soft_wrap: long expressions stay on their lines (copyable), whatever the width
     console.print(description.simplified or "(no symbolic form)", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if with_latex:
         console.print("\n[bold]latex[/]", highlight=False)
         console.print(description.latex or "(no symbolic form)", highlight=False,
-                      markup=False)
+                      markup=False, soft_wrap=True)
     recognized = description.recognized
     console.print(f"\n[bold]recognized[/] {recognized if recognized else '-'}",
                   highlight=False)

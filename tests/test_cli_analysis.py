@@ -66,6 +66,17 @@ def test_analyze_text_and_latex(tmp_path):
     assert json.loads(unknown.output)["recognized"] is None
 
 
+def test_long_latex_stays_on_one_line(tmp_path):
+    lines = ["a = g * 0.1234"]
+    for i in range(12):
+        lines += [f"a = a + {0.1111 * (i + 1):.4f}", "a = tanh(a)"]
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join([*lines, "update = a * g", "update = update * lr"]))
+    output = invoke("analyze", str(path), "--latex").output
+    latex = output.split("latex\n", 1)[1].splitlines()[0]
+    assert len(latex) > 200 and latex.count("tanh") == 12  # not wrapped at the width
+
+
 def test_analyze_errors_name_the_line(tmp_path):
     result = invoke("analyze", "-", input="update = g * lr\nx = foo(g)\n")
     assert result.exit_code == 1
