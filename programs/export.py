@@ -417,7 +417,7 @@ def _dict_lines(name: str, items: list[str], indent: str) -> list[str]:
 
 def export_source(program: Program, class_name: str,
                   hyperparameters: dict[str, float] | None = None,
-                  lr: float | None = None, doc: str = "") -> str:
+                  lr: float | None = None, doc: str = "", lr_multiple: float = 1.0) -> str:
     """Python source of a standalone ``torch.optim.Optimizer`` running ``program``.
 
     ``hyperparameters=None`` exports an evolved program: its lr scale is folded into the
@@ -425,7 +425,8 @@ def export_source(program: Program, class_name: str,
     hyperparameter ``c1, c2, ...``. A dict exports a template that reads those names:
     they become constructor arguments with those defaults, in that order (``lr``, if
     present, is the learning rate and comes first) and constants stay literal. ``lr``
-    overrides the default learning rate.
+    overrides the default learning rate; else an evolved program's default is multiplied
+    by ``lr_multiple`` (the multiple its search scored best at).
     """
     if not class_name.isidentifier() or keyword.iskeyword(class_name):
         raise ValueError(f"{class_name!r} is not a valid class name")
@@ -437,7 +438,8 @@ def export_source(program: Program, class_name: str,
         count = len({repr(float(c)) for c in body.constants()})
         body = _rename_variables(body, set(_INPUTS), {f"c{k}" for k in range(1, count + 1)})
         body, hyper = lift_constants(body)
-        lr_default = lr if lr is not None else scale if scale is not None else 1.0
+        lr_default = lr if lr is not None else \
+            (scale if scale is not None else 1.0) * lr_multiple
     else:
         hyper = {k: float(v) for k, v in hyperparameters.items() if k != "lr"}
         lr_default = lr if lr is not None else float(hyperparameters.get("lr", 1.0))
@@ -522,6 +524,9 @@ def export_source(program: Program, class_name: str,
         class_doc += ("\n\n``foreach``: update a group's parameters together with torch's "
                       "multi-tensor kernels\n(None: when they are on a GPU), as in "
                       "torch.optim; else one parameter at a time.")
+    if hyperparameters is None and lr is None and lr_multiple != 1.0 and "lr" in reads:
+        class_doc += (f"\n\nlr defaults to the learning rate the search scored best: "
+                      f"{lr_multiple:g} x the program's own.")
     if "lr" not in reads:
         class_doc += ("\n\nThis program never reads the learning rate: ``lr`` is kept "
                       "for schedulers\nbut changes nothing; the step size comes from "
@@ -688,6 +693,10 @@ def export_known(known: KnownProgram, class_name: str | None = None) -> str:
                          doc=known.description)
 
 
-def export_program(program: Program, class_name: str = "EvolvedOptimizer") -> str:
-    """An evolved program as a standalone optimizer (lr scale folded, constants named)."""
-    return export_source(program, class_name)
+def export_program(program: Program, class_name: str = "EvolvedOptimizer",
+                   lr_multiple: float = 1.0) -> str:
+    """An evolved program as a standalone optimizer (lr scale folded, constants named).
+
+    ``lr_multiple``: the learning-rate multiple the search scored the program best at
+    (its ``lr`` input was the schedule times that); the default ``lr`` includes it."""
+    return export_source(program, class_name, lr_multiple=lr_multiple)

@@ -669,8 +669,12 @@ def export(target: str, output: Path, class_name: str | None, family: str,
         source = export_known(known_program, class_name=class_name)
     else:
         default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
+        multiple = 1.0
+        if target.isdigit() and family == "optimizer":
+            with open_existing(db_path) as store:
+                multiple = _best_lr_multiple(store.individual(int(target)))
         source = _export(family, program, class_name or (
-            f"Evolved{target}" if target.isdigit() else default))
+            f"Evolved{target}" if target.isdigit() else default), multiple)
         if family == "optimizer" and not reads_learning_rate(program):
             click.echo("note: this program never reads the learning rate, so the exported "
                        "optimizer's lr (and any lr schedule) changes nothing; its step "
@@ -997,10 +1001,19 @@ def _read_program_file(path: Path) -> str:
         raise UserError(f"cannot read {path}: not a UTF-8 text file") from None
 
 
-def _export(family: str, program, class_name: str) -> str:
+def _export(family: str, program, class_name: str, lr_multiple: float = 1.0) -> str:
     if family == "layer":
         return export_layer(program, class_name)
-    return export_program(program, class_name)
+    return export_program(program, class_name, lr_multiple)
+
+
+def _best_lr_multiple(ind: dict) -> float:
+    """The learning-rate multiple an individual scored best at on every task of its
+    search tier (1 when the tasks disagree or trained one multiple)."""
+    tier = (ind.get("metrics") or {}).get("tier", "A")
+    best = {(e.get("metrics") or {}).get("lr_scale") for e in ind.get("evaluations") or []
+            if (e.get("tier") or "A") == tier}
+    return best.pop() if len(best) == 1 and None not in best else 1.0
 
 
 def main() -> None:

@@ -141,6 +141,18 @@ def test_export_known_and_evolved(searched, tmp_path):
     assert not torch.equal(before, model.weight)
 
 
+def test_export_defaults_to_the_learning_rate_that_scored_best(searched, tmp_path):
+    db, _ = searched
+    seed = json.loads(invoke("show", 1, "--json", "--db", db).output)
+    (scale,) = {e["metrics"]["lr_scale"] for e in seed["evaluations"]}
+    assert scale == 3  # the AdamW seed's best multiple on digits_mlp at tier A
+    out = tmp_path / "seed.py"
+    assert invoke("export", 1, "-o", out, "--db", db).exit_code == 0
+    module = load_module(out)
+    assert module.Evolved1.__init__.__defaults__[0] == pytest.approx(0.001 * 3)
+    assert "scored best: 3 x the program's own" in module.Evolved1.__doc__
+
+
 def test_export_program_file(tmp_path):
     text = tmp_path / "mine.txt"
     text.write_text("m = interp(g, m, 0.9)\nupdate = sign(m)\nlr = lr * 0.0003\n"
