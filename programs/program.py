@@ -9,6 +9,7 @@ line. Text is parsed by the small parser below; it is never evaluated as Python.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -100,7 +101,10 @@ _SYMBOL_TO_OP = {symbol: op for op, symbol in INFIX.items()}
 def _parse_arg(text: str, line: int) -> Arg:
     text = text.strip()
     if _NUMBER_RE.match(text):
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):
+            raise ProgramError(f"number {text} is too large for a float", line)
+        return value
     if _NAME_RE.match(text):
         return text
     raise ProgramError(f"expected a variable name or a number, got {text!r}", line)

@@ -159,6 +159,7 @@ def test_parse_nullary_ops():
     ("a = g * 2; b = sqrt(a); c sqrt(b)", 1, "expected"),
     ("3a = sqrt(g)", 1, "invalid variable name"),
     ("a = sqrt(g,)", 1, "expected a variable name or a number"),
+    ("a = g * 2\nupdate = g * 1e400", 2, "too large for a float"),
 ])
 def test_malformed_text_names_the_line(text, line, fragment):
     with pytest.raises(ProgramError) as info:
