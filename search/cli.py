@@ -173,6 +173,9 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
     except ValueError as exc:
         hint = "--funnel" if "funnel" in str(exc) else "--tasks"
         raise click.BadParameter(str(exc), param_hint=hint) from None
+    if tournament > population and strategy == "evolution":
+        click.echo(f"note: --tournament {tournament} is larger than --population "
+                   f"{population}: every tournament takes the whole population", err=True)
     with Store.open(db_path) as store:
         _run_search(store, quiet, lambda hook: Search.start(store, config, address,
                                                             on_progress=hook))

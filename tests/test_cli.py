@@ -319,6 +319,13 @@ def test_unreachable_cluster_is_one_error(tmp_path):
     assert "Error: cannot join the Ray cluster at auto" in result.stderr
 
 
+def test_a_tournament_larger_than_the_population_is_noted(searched, tmp_path):
+    result = invoke("search", "optimizer", "--budget", "3", "--population", "2",
+                    "--tournament", "5", "--quiet", "--db", tmp_path / "small.db")
+    assert result.exit_code == 0, result.output
+    assert "every tournament takes the whole population" in result.stderr
+
+
 def test_invalid_option_values(tmp_path):
     db = tmp_path / "fresh.db"
     for args in (["--budget", "0"], ["--population", "-3"], ["--tournament", "x"],
