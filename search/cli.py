@@ -390,8 +390,8 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
     console.print(f"[bold]individual {ind['id']}[/] of run {ind['run_id']}, birth "
                   f"{ind['birth']}")
     console.print(f"status   {ind['status']}" + (f" ({ind['reason']})" if ind["reason"] else "")
-                  + ("; cache hit: the score of an earlier individual with the same "
-                     "pruned program or fingerprint, not trained again"
+                  + (f"; cache hit: the score of {_source(ind)} with the same pruned "
+                     "program or fingerprint, not trained again"
                      if ind["cache_hit"] else ""), markup=False, highlight=False)
     console.print(f"fitness  {fmt(ind['fitness'])}")
     console.print(f"parent   {ind['parent_id'] if ind['parent_id'] is not None else '-'}")
@@ -402,6 +402,11 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
     console.print(ind["pruned_text"], highlight=False)
     _print_description(description, with_latex, pruned=False)
     _print_results(ind)
+
+
+def _source(ind: dict) -> str:
+    source = (ind["metrics"] or {}).get("cached_from")
+    return "an earlier individual" if source is None else f"individual {source}"
 
 
 def _value(value: Any) -> str:

@@ -339,7 +339,8 @@ class Search:
                                           self.config.tasks[0], self.config.tier)
         if cached is not None and (cached["metrics"] or {}).get("tasks") == self.config.tasks:
             self._finish(item.birth, Outcome(cached["status"], cached["reason"],
-                                             cached["fitness"], cached["metrics"],
+                                             cached["fitness"], {**cached["metrics"],
+                                                                 "cached_from": cached["id"]},
                                              cache_hit=True))
             return
         self._submit(item)
@@ -521,5 +522,9 @@ def _failure(reason: str) -> Outcome:
 
 
 def _cache_copy(outcome: Outcome) -> Outcome:
-    return Outcome(outcome.status, outcome.reason, outcome.fitness, outcome.metrics,
-                   cache_hit=True)
+    """The outcome again for a program equal to an earlier one, naming the individual
+    that was evaluated (``metrics["cached_from"]``)."""
+    source = outcome.metrics.get("cached_from", outcome.individual_id) \
+        if outcome.cache_hit else outcome.individual_id
+    return Outcome(outcome.status, outcome.reason, outcome.fitness,
+                   {**outcome.metrics, "cached_from": source}, cache_hit=True)

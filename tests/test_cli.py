@@ -80,8 +80,15 @@ def test_show_says_when_a_score_was_reused(searched, tmp_path):
     with sqlite3.connect(db) as conn:
         (hit,) = conn.execute("select id from individuals where run_id = 2 and cache_hit = 1 "
                               "order by id limit 1").fetchone()
+        (source,) = conn.execute(
+            "select json_extract(metrics, '$.cached_from') from individuals where id = ?",
+            (hit,)).fetchone()
+        same = conn.execute("select a.program_hash = b.program_hash and b.cache_hit = 0 "
+                            "from individuals a, individuals b where a.id = ? and b.id = ?",
+                            (hit, source)).fetchone()[0]
+    assert same  # the evaluated individual whose score was reused
     shown = invoke("show", hit, "--db", db).output
-    assert "cache hit: the score of an earlier individual" in shown
+    assert f"cache hit: the score of individual {source} with the same" in shown
     assert "cache hit" not in invoke("show", 1, "--db", db).output
 
 

@@ -69,6 +69,13 @@ def test_search_records_budget_and_is_reproducible(tmp_path, ray_local):
     assert all(row["parent_id"] is not None for row in inds_a[1:])
     evaluated = [row for row in inds_a if not row["cache_hit"]]
     assert evaluated and all(row["eval_seconds"] > 0 for row in evaluated)
+    by_id = {row["id"]: row for row in inds_a}
+    hits = [row for row in inds_a if row["cache_hit"]]
+    assert hits  # this seed's run has some
+    for hit in hits:  # each names the evaluated individual whose score it reused
+        source = by_id[hit["metrics"]["cached_from"]]
+        assert not source["cache_hit"] and source["birth"] < hit["birth"]
+        assert (source["status"], source["fitness"]) == (hit["status"], hit["fitness"])
     _, inds_c = run_search(tmp_path, "c.db", seed=6)
     assert summary(inds_c) != summary(inds_a)
 
