@@ -100,10 +100,10 @@ def main() -> None:
         try:
             fitness = agreement(program_text)
         except (RuntimeError, ValueError) as error:  # a program torch cannot run
-            fitness, why = None, f"failed: {error}"[:200]
+            fitness, status, why = None, "failed", str(error)[:200]
         else:
+            status = "ok" if fitness is not None else "rejected"
             why = None if fitness is not None else "nan: update not finite"
-        status = "ok" if fitness is not None else "rejected"
         return {"result": {"status": status, "reason": why, "fitness": fitness,
                            "metrics": {"tasks": tasks}, "seconds":
                            time.perf_counter() - start},
