@@ -1,15 +1,19 @@
-"""Can the search reach Lion from AdamW when the fitness rewards Lion?
+"""Can the search reach Lion from AdamW (an EvoNorm from BN-ReLU) when the fitness
+rewards it?
 
-The rediscovery study asks whether the proxy tasks lead evolution to Lion. This asks the
-question under it: with the same driver, mutations, aging population and recognizer,
-but a fitness that is the agreement of a candidate's updates with Lion's (mean cosine
-similarity over 20 steps of one fixed gradient sequence, state carried), does evolution
-from the AdamW paper seed get a Lion-family program into its top 10, and after how
-many children? Random search at the same budget is the baseline. Evaluations take
-milliseconds, so a study of many thousands of children runs in minutes.
+The rediscovery study asks whether the proxy tasks lead evolution to the target. This
+asks the question under it: with the same driver, mutations, aging population and
+recognizer, but a fitness that is the agreement of a candidate with the target (Lion:
+mean cosine similarity of its updates with Lion's over 20 steps of one fixed gradient
+sequence, state carried; EvoNorm: one minus the relative error of its outputs against
+EvoNorm-S0's on fixed NCHW batches), does evolution from the warm start get a program
+of the target family into its top 10, and after how many children? Random search at
+the same budget is the baseline. Evaluations take milliseconds, so a study of many
+thousands of children runs in minutes.
 
-Run: python benchmarks/reachability.py [--seeds 5] [--budget 20000] [--population 50]
-         [--tournament 10] [--ops all|lion] [--db reach.db]
+Run: python benchmarks/reachability.py [--target lion|evonorm] [--seeds 5]
+         [--budget 20000] [--population 50] [--tournament 10] [--ops all|lion]
+         [--db reach.db]
 """
 
 from __future__ import annotations
@@ -75,8 +79,47 @@ def agreement(program_text: str) -> float | None:
                               for a, b in zip(mine, target, strict=True)]).mean())
 
 
+def layer_agreement(program_text: str) -> float | None:
+    """Mean agreement (1 - relative error, at least 0) of the layer's outputs with
+    EvoNorm-S0's, both in training mode, with the same fixed random ``v0``, ``v1``
+    wherever a program reads them (so S0's ``sigmoid(v1 * x)`` differs from S1's
+    ``sigmoid(x)``), on fixed NCHW batches; None if an output is not finite."""
+    import torch
+
+    from evoprog.programs.known import get_known
+    from evoprog.programs.layer_module import ProgramLayer
+    from evoprog.programs.program import parse_program
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 8, 5, 5, generator=gen) * scale + shift
+               for scale, shift in ((1.0, 0.0), (3.0, 1.0), (0.3, -0.5))]
+    mine = ProgramLayer(parse_program(program_text), 8, max_groups=4)
+    target = ProgramLayer(get_known("evonorm_s0").program(), 8, max_groups=4)
+    values = {"v0": 0.5 * torch.randn(1, 8, 1, 1, generator=gen),
+              "v1": 1.0 + 0.5 * torch.randn(1, 8, 1, 1, generator=gen)}
+    with torch.no_grad():
+        for module in (mine, target):
+            for name, value in values.items():
+                if hasattr(module, name):
+                    getattr(module, name).copy_(value)
+        pairs = [(mine(x).reshape(-1), target(x).reshape(-1)) for x in batches]
+    if not all(torch.isfinite(a).all() for a, _ in pairs):
+        return None
+    # 1 - relative error (at least 0): the output's scale matters for a layer
+    return float(torch.stack([(1 - (a - b).norm() / b.norm()).clamp(min=0.0)
+                              for a, b in pairs]).mean())
+
+
+TARGETS = {  # target -> (family, fitness, tasks recorded with the runs)
+    "lion": ("optimizer", agreement, ["digits_cnn", "char_lm"]),
+    "evonorm": ("layer", layer_agreement, ["digits_layers"]),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=sorted(TARGETS), default="lion")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=20000)
     parser.add_argument("--population", type=int, default=50)
@@ -88,7 +131,7 @@ def main() -> None:
     import ray
 
     import evoprog.search.driver as driver
-    from evoprog.programs.space import OptimizerSpace
+    from evoprog.programs.space import get_space
     from evoprog.search.driver import Search, SearchConfig
     from evoprog.search.rediscover import report_runs
     from evoprog.search.workers import start_ray
@@ -98,7 +141,7 @@ def main() -> None:
     def evaluate(program_text: str, tasks: list[str], tier: str = "A") -> dict:
         start = time.perf_counter()
         try:
-            fitness = agreement(program_text)
+            fitness = score(program_text)
         except (RuntimeError, ValueError) as error:  # a program torch cannot run
             fitness, status, why = None, "failed", str(error)[:200]
         else:
@@ -109,25 +152,28 @@ def main() -> None:
                            time.perf_counter() - start},
                 "evaluations": [], "worker": "probe"}
 
+    family, score, tasks = TARGETS[args.target]
+    space = get_space(family)
     driver.evaluate_remote = evaluate
     start_ray(num_cpus=os.cpu_count())
-    ops = list(OptimizerSpace.resolve_ops(args.ops)) if args.ops != "all" else []
-    print(f"fitness: agreement with Lion's updates; AdamW seed scores "
-          f"{agreement(OptimizerSpace.seed_text):.3f}, Lion 1.000")
+    ops = list(space.resolve_ops(args.ops)) if args.ops != "all" else []
+    print(f"fitness: agreement with {args.target}; the warm start scores "
+          f"{score(space.seed_text):.3f}, the target 1.000")
     db = args.db or Path(tempfile.mkdtemp()) / "reach.db"
     run_ids: dict[tuple[str, int], int] = {}
     with Store.open(db) as store:
         for seed in range(args.seeds):
             for strategy in ("evolution", "random"):
-                config = SearchConfig(budget=args.budget, population=args.population,
-                                      tournament=args.tournament, seed=seed,
-                                      tasks=["digits_cnn", "char_lm"], strategy=strategy,
-                                      ops=ops, parallel=8)
+                config = SearchConfig(family=family, budget=args.budget,
+                                      population=args.population,
+                                      tournament=args.tournament, seed=seed, tasks=tasks,
+                                      strategy=strategy, ops=ops, parallel=8,
+                                      selection="fitness")
                 began = time.perf_counter()
                 run_ids[strategy, seed] = Search.start(store, config).run()
                 print(f"{strategy} seed {seed}: run {run_ids[strategy, seed]}, "
                       f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-        report = report_runs(store, "lion", list(run_ids.values()), None, [])
+        report = report_runs(store, args.target, list(run_ids.values()), None, [])
     print(f"\nbudget {args.budget}, population {args.population}, tournament "
           f"{args.tournament}, ops {args.ops}; store {db}")
     print(f"{'strategy':10} {'seed':>4} {'run':>4} {'found':>5} {'birth':>6} "
