@@ -26,6 +26,7 @@ import keyword
 import math
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .analysis import instruction_reads_input_first, undefined_reads
@@ -366,6 +367,24 @@ def _render_foreach(ins: Instruction, args: list[_Value]) -> _Value:
     return _Value(f"[{expr} for {names} in {source}]", True)
 
 
+def _write_body(body: Program, render: Callable[[Instruction, list[_Value]], _Value],
+                inputs: dict[str, bool]) -> tuple[list[str], dict[str, bool], set[str]]:
+    """The body as python lines, one per instruction written by ``render``; with whether
+    each variable is a tensor (``inputs`` says it for the inputs) and the helpers used."""
+    tensor = dict(inputs)
+    lines: list[str] = []
+    helpers: set[str] = set()
+    for ins in body.instructions:
+        args = [_Value(a, tensor[a]) if isinstance(a, str) else _Value(_literal(a), False)
+                for a in ins.args]
+        value = render(ins, args)
+        tensor[ins.out] = value.tensor
+        code = OP_CODE[ins.op]
+        helpers.update(code.helpers if value.tensor else code.python_helpers)
+        lines.append(f"{ins.out} = {value.expr}")
+    return lines, tensor, helpers
+
+
 def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
     missing = undefined_reads(program, inputs)
     if missing:
@@ -458,29 +477,13 @@ def export_source(program: Program, class_name: str,
     # Python numbers that must be tensors become 0-d tensors of the parameters' dtype.
     like = "p" if not flat else "g" if "g" in reads and "g" not in body.assigned() else \
         "params[0]"
-    tensor = {name: name in _TENSOR_INPUTS or (flat and name == "step")
+    inputs = {name: name in _TENSOR_INPUTS or (flat and name == "step")
               for name in _INPUTS + tuple(hyper)}
-    lines: list[str] = []
-    helpers: set[str] = set()
-    for ins in body.instructions:
-        args = [_Value(a, tensor[a]) if isinstance(a, str) else _Value(_literal(a), False)
-                for a in ins.args]
-        value = _render(ins, args, like)
-        tensor[ins.out] = value.tensor
-        code = OP_CODE[ins.op]
-        helpers.update(code.helpers if value.tensor else code.python_helpers)
-        lines.append(f"{ins.out} = {value.expr}")
-    foreach_lines: list[str] = []
-    if not flat:
-        is_list = {name: name in _TENSOR_INPUTS for name in _INPUTS + tuple(hyper)}
-        for ins in body.instructions:
-            args = [_Value(a, is_list[a]) if isinstance(a, str) else
-                    _Value(_literal(a), False) for a in ins.args]
-            value = _render_foreach(ins, args)
-            is_list[ins.out] = value.tensor
-            if not value.tensor:
-                helpers.update(OP_CODE[ins.op].python_helpers)
-            foreach_lines.append(f"{ins.out} = {value.expr}")
+    lines, tensor, helpers = _write_body(body, lambda ins, args: _render(ins, args, like),
+                                         inputs)
+    if not flat:  # the same inputs, each tensor a list of tensors on the foreach path
+        foreach_lines, is_list, foreach_helpers = _write_body(body, _render_foreach, inputs)
+        helpers |= foreach_helpers
     used_state = [s for s in _STATE if s in reads or s in body.assigned()]
     written_state = [s for s in _STATE if s in body.assigned()]
     group_reads = [s for s in scalars if s in reads]
