@@ -35,8 +35,8 @@ from .ops import OPS, newton_schulz
 from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
-__all__ = ["OP_CODE", "OpCode", "export_known", "export_program", "export_source",
-           "fold_lr_scale", "lift_constants", "reads_learning_rate"]
+__all__ = ["OP_CODE", "OpCode", "check_class_name", "export_known", "export_program",
+           "export_source", "fold_lr_scale", "lift_constants", "reads_learning_rate"]
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,20 @@ def fold_lr_scale(program: Program) -> tuple[Program, float | None]:
     return program, None
 
 
+# Names an exported file uses itself: a class named so would shadow them.
+_FILE_NAMES = frozenset({"torch", "nn", "math"})
+
+
+def check_class_name(name: str) -> None:
+    """Raise ProgramError unless ``name`` can name the class of an exported file: a
+    python identifier, not a keyword, not private, not a name the file uses itself."""
+    if not name.isidentifier() or keyword.iskeyword(name) or name in _FILE_NAMES \
+            or name.startswith("_"):
+        raise ProgramError(
+            f"{name!r} cannot name a class in the exported file (a python identifier that "
+            f"is not a keyword, does not start with '_' and is not torch, nn or math)")
+
+
 def reads_learning_rate(program: Program) -> bool:
     """Whether the exported optimizer's ``lr`` changes its updates: False for a program
     that, once pruned and its lr scale folded, never reads the ``lr`` input (it
@@ -447,8 +461,7 @@ def export_source(program: Program, class_name: str,
     overrides the default learning rate; else an evolved program's default is multiplied
     by ``lr_multiple`` (the multiple its search scored best at).
     """
-    if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise ValueError(f"{class_name!r} is not a valid class name")
+    check_class_name(class_name)
     source_text = format_program(program)
     body = OptimizerSpace.prune(program)
     if hyperparameters is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keyword
 
+from .export import check_class_name
 from .known import KNOWN_LAYERS, get_known
 from .layer_module import running_buffers
 from .layer_ops import AGGREGATES
@@ -183,6 +184,7 @@ def export_layer(program: Program, class_name: str = "EvolvedLayer", doc: str = 
                  space: Space = LayerSpace) -> str:
     """Source of a module ``class_name(num_features, [groups=32,] eps=1e-5,
     [momentum=0.1])`` computing ``program``; raises ProgramError if it is invalid."""
+    check_class_name(class_name)
     reason = space.invalid_reason(program)
     if reason:
         raise ProgramError(f"not a valid {space.family} program: {reason}")

@@ -8,7 +8,6 @@ exit; nothing already recorded is touched.
 from __future__ import annotations
 
 import json
-import keyword
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..evaluators import DEFAULT_TASKS, TIERS
-from ..programs.export import export_known, export_program, reads_learning_rate
+from ..programs.export import (
+    check_class_name,
+    export_known,
+    export_program,
+    reads_learning_rate,
+)
 from ..programs.known import KNOWN, KNOWN_LAYERS, KnownProgram, get_known
 from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
@@ -669,7 +673,7 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     """
     check_output(output, db_path)
     if class_name is not None:
-        _check_class_name(class_name)
+        check_class_name(class_name)
     family, label, program, known_program = _target(target, family, db_path)
     if known_program is not None and known_program.family == "layer":
         source = export_known_layer(known_program.name, class_name)
@@ -690,18 +694,6 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     write_text(output, source)
     click.echo(f"wrote {output}")
 
-
-# Names an exported file needs for itself: a class named so would shadow them.
-_TAKEN_CLASS_NAMES = frozenset({"torch", "nn", "math"})
-
-
-def _check_class_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name) or name in _TAKEN_CLASS_NAMES \
-            or name.startswith("_"):
-        raise click.BadParameter(
-            f"{name!r} cannot name a class in the exported file (a python identifier that "
-            f"is not a keyword, does not start with '_' and is not torch, nn or math)",
-            param_hint="--name")
 
 
 def _target(target: str, family: str, db_path: Path,

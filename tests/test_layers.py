@@ -276,3 +276,9 @@ def test_exported_division_keeps_the_epsilon_where_the_divisor_can_underflow(tmp
     want = ProgramLayer(program, 3)(x)
     assert torch.isfinite(want).all()
     assert torch.allclose(exported(x), want)
+
+
+def test_export_refuses_a_class_name_the_file_needs():
+    for name in ("nn", "torch", "class", "_Layer"):
+        with pytest.raises(ProgramError, match="cannot name a class"):
+            export_layer(LayerSpace.seed(), name)
