@@ -674,17 +674,14 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     check_output(output, db_path)
     if class_name is not None:
         check_class_name(class_name)
-    family, label, program, known_program = _target(target, family, db_path)
+    family, label, program, known_program, ind = _target(target, family, db_path)
     if known_program is not None and known_program.family == "layer":
         source = export_known_layer(known_program.name, class_name)
     elif known_program is not None:
         source = export_known(known_program, class_name=class_name)
     else:
         default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
-        multiple = 1.0
-        if target.isdigit() and family == "optimizer":
-            with open_existing(db_path) as store:
-                multiple = _best_lr_multiple(store.individual(int(target)))
+        multiple = _best_lr_multiple(ind) if ind is not None else 1.0
         source = _export(family, program, class_name or (
             f"Evolved{target}" if target.isdigit() else default), multiple)
         if family == "optimizer" and not reads_learning_rate(program):
@@ -695,26 +692,26 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     click.echo(f"wrote {output}")
 
 
-
 def _target(target: str, family: str, db_path: Path,
-            ) -> tuple[str, str, Program, KnownProgram | None]:
-    """(family, label, program, known program or None) for a command's TARGET: an
-    individual's id, a file of program text (``-``: standard input) of ``family``, or a
-    known program's name."""
+            ) -> tuple[str, str, Program, KnownProgram | None, dict | None]:
+    """(family, label, program, known program or None, individual or None) for a
+    command's TARGET: an individual's id, a file of program text (``-``: standard input)
+    of ``family``, or a known program's name."""
     if target.isdigit():
         with open_existing(db_path) as store:
             ind = store.individual(int(target))
-        return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None
+        return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
             _read_program_file(Path(target))
-        return family, target, get_space(family).parse(text), None
+        return family, target, get_space(family).parse(text), None, None
     if target not in KNOWN and target not in KNOWN_LAYERS and (
             "/" in target or "." in target):
         raise UserError(f"no file {target} (and no known program of that name; see "
                         "`evoprog known`)")
     known_program = get_known(target)
-    return known_program.family, known_program.name, known_program.program(), known_program
+    return (known_program.family, known_program.name, known_program.program(),
+            known_program, None)
 
 
 @cli.command()
@@ -755,7 +752,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                                      f"{lr_scales!r}", param_hint="--lr-scales") from None
     plans = []  # (family, label, program, task names), all checked before any training
     for target in targets:
-        program_family, label, program, _ = _target(target, family, db_path)
+        program_family, label, program, _, _ = _target(target, family, db_path)
         if overrides and program_family != "optimizer":
             raise UserError(f"{label} is {_a(program_family)} program; --lr-scales is for "
                             "optimizers")
