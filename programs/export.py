@@ -410,8 +410,7 @@ def _rename_variables(program: Program, fixed: set[str], reserved: set[str]) -> 
     """Rename program variables that would clash with python keywords, builtins, the
     names the generated code uses or ``reserved``, so any valid program exports to valid
     python. Names in ``fixed`` (inputs, hyperparameters) are kept."""
-    taken = set(fixed) | {a for ins in program.instructions for a in ins.reads()} | \
-        program.assigned()
+    taken = set(fixed) | program.read() | program.assigned()
     clash = _RESERVED | reserved
     mapping: dict[str, str] = {}
     for name in sorted(taken - fixed):

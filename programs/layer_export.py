@@ -99,7 +99,7 @@ class _Writer:
         return f"x.new_tensor({a!r})" if tensor else repr(a)
 
     def write(self) -> list[str]:
-        reads = {a for ins in self.program for a in ins.reads()}
+        reads = self.program.read()
         for p in ("v0", "v1"):
             if p in reads:
                 self.lines.append(f"{p} = _channel_view(self.{p}, x)")
@@ -191,7 +191,7 @@ def export_layer(program: Program, class_name: str = "EvolvedLayer", doc: str = 
     program = space.prune(program)
     writer = _Writer(program)
     body = writer.write()
-    reads = {a for ins in program for a in ins.reads()}
+    reads = program.read()
     uses_groups = "group" in writer.helpers
     uses_batch = bool(writer.buffers)
     signature = ["num_features"]

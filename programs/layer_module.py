@@ -69,7 +69,7 @@ class ProgramLayer(nn.Module):
         shape = (1, num_features, 1, 1)
         self.gamma = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.zeros(shape))
-        reads = {a for ins in program for a in ins.reads()}
+        reads = program.read()
         for name, init in (("v0", torch.zeros), ("v1", torch.ones)):
             if name in reads:
                 setattr(self, name, nn.Parameter(init(shape)))

@@ -62,6 +62,10 @@ class Program:
     def assigned(self) -> set[str]:
         return {ins.out for ins in self.instructions}
 
+    def read(self) -> set[str]:
+        """Every variable name some instruction reads."""
+        return {a for ins in self.instructions for a in ins.reads()}
+
 
 def format_arg(arg: Arg) -> str:
     return arg if isinstance(arg, str) else repr(float(arg))
