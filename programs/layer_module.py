@@ -69,10 +69,10 @@ class ProgramLayer(nn.Module):
         shape = (1, num_features, 1, 1)
         self.gamma = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.zeros(shape))
-        reads = program.read()
-        for name, init in (("v0", torch.zeros), ("v1", torch.ones)):
-            if name in reads:
-                setattr(self, name, nn.Parameter(init(shape)))
+        self._variables = tuple(v for v in ("v0", "v1") if v in program.read())
+        for name in self._variables:
+            init = torch.zeros if name == "v0" else torch.ones
+            setattr(self, name, nn.Parameter(init(shape)))
         self._buffers_of = running_buffers(program)
         for name in self._buffers_of.values():
             init = torch.zeros if name.startswith("running_mean") else torch.ones
@@ -83,9 +83,8 @@ class ProgramLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {"x": x}
-        for name in ("v0", "v1"):
-            if hasattr(self, name):
-                env[name] = channel_view(getattr(self, name), x)
+        for name in self._variables:  # the per-channel learnables the program reads
+            env[name] = channel_view(getattr(self, name), x)
         for i, ins in enumerate(self.program.instructions):
             args = [env[a] if isinstance(a, str) else x.new_tensor(a) for a in ins.args]
             if ins.op in AGGREGATES:
