@@ -4,7 +4,7 @@ evaluations return at once (so only the driver's own work is measured: mutate, a
 record, submit, collect).
 
     python benchmarks/scaling.py [--budget 160] [--parallel 16] [--pairs 3]
-                                 [--driver-budget 2000] [--profile]
+                                 [--driver-budget 2000] [--host-evals 6] [--profile]
 
 Each worker count runs in its own process with ``ray.init(num_cpus=N)`` and the same
 search: budget, seed and ``--parallel`` (so both evaluate the same programs). Before timing
@@ -16,6 +16,11 @@ evaluation) and the budget large enough that the lone seed evaluation at the sta
 the drain at the end weigh little. The machine's speed drifts by tens of percent within
 minutes on a shared host, so the 1- and 2-worker searches run in alternating pairs (and
 the driver alone after each pair) and the figures are medians over the pairs.
+
+After each pair, the host's own ceiling without Ray or a driver: the seed program's
+evaluation timed in one plain process alone, then in two side by side. Two processes
+that slow each other down cap what two workers can give at 2 x alone / side by side,
+whatever the search does.
 """
 
 from __future__ import annotations
@@ -121,14 +126,42 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
             "cache_hits": progress.cache_hits}
 
 
+def measure_host(evals: int) -> dict:
+    """Seconds per evaluation of the seed program in this plain process (median)."""
+    import torch
+
+    from evoprog.evaluators import DEFAULT_TASKS
+    from evoprog.evaluators.suite import evaluate_suite
+    from evoprog.programs.space import OptimizerSpace
+
+    torch.set_num_threads(1)
+    seed, tasks = OptimizerSpace.seed(), DEFAULT_TASKS["optimizer"]
+    evaluate_suite(seed, tasks, "A")  # data, the seed's reference score
+    seconds = []
+    for _ in range(evals):
+        start = time.perf_counter()
+        evaluate_suite(seed, tasks, "A")
+        seconds.append(time.perf_counter() - start)
+    return {"eval_s": statistics.median(seconds)}
+
+
+def _children(args: list[str], copies: int = 1) -> list[dict]:
+    """Run ``copies`` of this script with ``args`` side by side; their JSON replies."""
+    procs = [subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(copies)]
+    replies = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark child {args} failed:\n{err[-3000:]}")
+        if err.strip():
+            print(err, file=sys.stderr)
+        replies.append(json.loads(out.strip().splitlines()[-1]))
+    return replies
+
+
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
-    if out.stderr.strip():
-        print(out.stderr, file=sys.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _children(args)[0]
 
 
 def main() -> None:
@@ -139,8 +172,11 @@ def main() -> None:
                         help="1-worker/2-worker searches, run alternately; medians reported")
     parser.add_argument("--driver-budget", type=int, default=2000)
     parser.add_argument("--driver-parallel", type=int, default=16)
+    parser.add_argument("--host-evals", type=int, default=6,
+                        help="seed evaluations per plain process for the host's ceiling")
     parser.add_argument("--profile", action="store_true", help="cProfile the driver loop")
-    parser.add_argument("--child", choices=["workers", "driver"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["workers", "driver", "host"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -151,12 +187,15 @@ def main() -> None:
         print(json.dumps(measure_driver(args.driver_budget, args.driver_parallel,
                                         args.profile)))
         return
+    if args.child == "host":
+        print(json.dumps(measure_host(args.host_evals)))
+        return
 
     print(f"digits_mlp, budget {args.budget}, --parallel {args.parallel}, "
           f"{os.cpu_count()} cores, {args.pairs} pairs of searches run alternately")
     print(f"{'pair':>5} {'workers':>8} {'seconds':>8} {'evaluated':>10} {'evals/s':>8} "
           f"{'s/eval':>7} {'ratio':>6}")
-    ratios, drivers, eval_s = [], [], []
+    ratios, drivers, eval_s, ceilings = [], [], [], []
     for pair in range(1, args.pairs + 1):
         rates, evaluated = [], []
         for n in (1, 2):
@@ -177,6 +216,12 @@ def main() -> None:
                       "--driver-parallel", str(args.driver_parallel)]
                      + (["--profile"] if args.profile else []))
         drivers.append(drv)
+        host = ["--child", "host", "--host-evals", str(args.host_evals)]
+        alone = _child(host)["eval_s"]
+        side_by_side = statistics.mean(r["eval_s"] for r in _children(host, copies=2))
+        ceilings.append(2 * alone / side_by_side)
+        print(f"{pair:>5}  host: seed evaluation {alone:.3f} s alone, {side_by_side:.3f} s "
+              f"two side by side (no Ray): ceiling {ceilings[-1]:.2f}", flush=True)
 
     driver_rates = [d["results"] / d["seconds"] for d in drivers]
     driver_rate = statistics.median(driver_rates)
@@ -189,6 +234,7 @@ def main() -> None:
     print(f"workers one driver can keep busy on digits_mlp: {one_eval * driver_rate:.0f} "
           f"({one_eval:.3f} s per evaluation x {driver_rate:.0f} results/s)")
     print("2-worker ratios per pair: " + ", ".join(f"{x:.2f}" for x in ratios))
+    print(f"host_2_process_ceiling: {statistics.median(ceilings):.2f}")
     print(f"scale_2_workers: {statistics.median(ratios):.2f}")
     print(f"driver_results_per_s: {driver_rate:.0f}")
 
