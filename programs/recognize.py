@@ -9,10 +9,18 @@ expression we read candidate hyperparameters for each family whose state shape f
 then *verify*: the known template, instantiated with those constants, must produce the
 same updates as the program over several steps on random inputs. A reported match is
 therefore exact (up to float tolerance), whatever the program's text looks like.
+
+Two things come first. A state that stays exactly zero on the probes (never written,
+or written with something that keeps it zero, such as ``v = tanh(v / |g|)``) is replaced
+by the constant 0 where it is read. And where the symbolic route cannot read the program
+(its update saturates through ``tanh``, ``clip``, ``max`` ... into a sign, or divides by
+a state that stays zero), the sign and momentum families' constants are read from runs
+of the program itself on single numbers, then verified the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -20,10 +28,10 @@ import sympy
 import torch
 
 from .analysis import prune
-from .fingerprint import make_probe, updates
+from .fingerprint import Probe, make_probe, run_steps, updates
 from .known import KNOWN, KNOWN_LAYERS
 from .ops import Layout
-from .program import Program
+from .program import Instruction, Program
 from .symbolic import SymbolicError, SymbolicProgram, to_sympy
 
 # The ops the known optimizers are written with. A program using others in its pruned
@@ -34,6 +42,7 @@ RECOGNIZABLE_OPS = frozenset({
     "invert", "negative", "reciprocal", "eps", "cube", "cbrt"})
 RTOL = 1e-3
 ATOL = 1e-12
+TEMPLATE_STATE = ("m", "v")  # where the known optimizers keep their state
 # Two matrices and a vector, so per-tensor and matrix ops are verified as such.
 LAYOUT = Layout(((4, 8), (8,), (4, 6)))
 # Moderate gradient magnitudes: a program's guarded division (``x / (|x| + 1e-8)``)
@@ -93,7 +102,20 @@ def recognize(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...
     """The known optimizer this program computes, with its constants, or None."""
     if "update" not in outputs:
         return None
-    if any(ins.op not in RECOGNIZABLE_OPS for ins in prune(program, outputs, state)):
+    program = prune(program, outputs, state)
+    zero = _zero_states(program, state)
+    if zero:
+        program = _read_as_zero(program, zero)
+        state = tuple(s for s in state if s not in zero)
+        outputs = tuple(o for o in outputs if o not in zero)
+        program = prune(program, outputs, state)
+    return _symbolic_match(program, inputs, outputs, state) or _numeric_match(program,
+                                                                                state)
+
+
+def _symbolic_match(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...],
+                    state: tuple[str, ...]) -> Recognition | None:
+    if any(ins.op not in RECOGNIZABLE_OPS for ins in program.instructions):
         return None
     try:
         sym = to_sympy(program, inputs, outputs, state, simplify=False)
@@ -106,6 +128,27 @@ def recognize(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...
         if candidate is not None and _verified(program, candidate, state):
             return candidate
     return None
+
+
+def _zero_states(program: Program, state: tuple[str, ...]) -> set[str]:
+    """The states whose carried value is exactly zero at every step of every probe."""
+    zero = set(state)
+    for probe in _PROBES:
+        for step in run_steps(program, state, state, probe):
+            zero = {s for s in zero if not step[s].any()}
+    return zero
+
+
+def _read_as_zero(program: Program, names: set[str]) -> Program:
+    """Reads of these states' carried values (before the step assigns them) become 0."""
+    assigned: set[str] = set()
+    instructions = []
+    for ins in program.instructions:
+        args = tuple(0.0 if isinstance(a, str) and a in names and a not in assigned else a
+                     for a in ins.args)
+        instructions.append(Instruction(ins.out, ins.op, args))
+        assigned.add(ins.out)
+    return Program(tuple(instructions))
 
 
 def _classify(sym: SymbolicProgram) -> list[_State] | None:
@@ -235,6 +278,72 @@ def _adamw(sym, states):
     return Recognition("adamw", constants)
 
 
+# -- constants read from runs of the program on single numbers ------------------------
+
+_ONE = Layout(((1,),))
+
+
+def _run_once(program: Program, state: tuple[str, ...], g: float, w: float = 0.0,
+              **carried: float) -> dict[str, float]:
+    """One step on single float64 numbers (lr = step = 1): the update and new states."""
+    def number(x: float) -> torch.Tensor:
+        return torch.full((1, 1), float(x), dtype=torch.float64)
+
+    probe = Probe(number(w), (number(g),), (number(1.0),), (number(1.0),), _ONE)
+    (out,) = run_steps(program, state, ("update", *state), probe,
+                       {name: number(x) for name, x in carried.items()})
+    return {name: float(value) for name, value in out.items()}
+
+
+def _numeric_match(program: Program, state: tuple[str, ...]) -> Recognition | None:
+    """The SGD, momentum and sign families, with constants read from single-number
+    runs: a state must be linear (``s_t = a*s + b*g``), lr is the first update for g = 1,
+    Lion's beta1 is where the update's sign flips as the state grows against g."""
+    if len(state) > 1:
+        return None
+    u0 = _run_once(program, state, g=1.0)["update"]
+    if not state:
+        candidates = [lambda: Recognition("sgd", {"lr": u0}),
+                      lambda: Recognition("signsgd", {"lr": u0})]
+    else:
+        (s,) = state
+        a = _run_once(program, state, g=0.0, **{s: 1.0})[s]
+        b = _run_once(program, state, g=1.0, **{s: 0.0})[s]
+        c = _run_once(program, state, g=3.0, **{s: 2.0})[s]
+        if b == 0 or a == 1.0 or not abs(c - (2 * a + 3 * b)) <= 1e-9 * (abs(a) + abs(b)):
+            return None  # not a linear momentum (the verification checks the rest)
+        candidates = [lambda: Recognition("momentum", {"momentum": a, "lr": u0}),
+                      lambda: Recognition("signum", {"beta": a, "lr": u0}),
+                      lambda: _numeric_lion(program, s, a, b, u0)]
+    for make in candidates:
+        try:
+            candidate = make()
+        except (ValueError, ArithmeticError):
+            continue
+        if candidate is not None and _verified(program, candidate, state):
+            return candidate
+    return None
+
+
+def _numeric_lion(program: Program, s: str, a: float, b: float,
+                  u0: float) -> Recognition | None:
+    """Lion's constants: the update flips sign at state x where (1-beta1)*g + beta1*x/k
+    = 0 (k = b / (1 - a): the program's state is k times the textbook momentum)."""
+    def sign_at(x: float) -> float:
+        return math.copysign(1.0, _run_once(program, (s,), g=1.0, **{s: x})["update"])
+
+    if u0 == 0 or sign_at(-1e6) == sign_at(-1e-9):
+        return None
+    lo, hi = math.log(1e-9), math.log(1e6)  # |x| where the sign is still u0's / flipped
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sign_at(-math.exp(mid)) == sign_at(-1e-9) else (lo, mid)
+    ratio = -math.exp(hi) / (b / (1.0 - a))
+    wd = _run_once(program, (s,), g=1.0, w=1.0)["update"] / u0 - 1.0
+    return Recognition("lion", {"beta1": 1.0 / (1.0 - ratio), "beta2": a,
+                                "weight_decay": wd, "lr": u0})
+
+
 def _verified(program: Program, candidate: Recognition,
               state: tuple[str, ...]) -> bool:
     """Whether the known template with these constants makes the same updates."""
@@ -245,7 +354,7 @@ def _verified(program: Program, candidate: Recognition,
     except (KeyError, TypeError):
         return False
     for probe in _PROBES:
-        x, y = updates(program, state, probe), updates(template, state, probe)
+        x, y = updates(program, state, probe), updates(template, TEMPLATE_STATE, probe)
         if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
             return False
         if not torch.allclose(x, y, rtol=RTOL, atol=ATOL):

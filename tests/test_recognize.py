@@ -73,3 +73,50 @@ def test_seed_and_other_programs():
     # Lion-like but with tanh instead of sign: verification rejects it.
     assert S.recognize(parse_program("c = interp(g, m, 0.9)\nupdate = tanh(c)\n"
                                      "m = interp(g, m, 0.99)")) is None
+
+
+# An evolved best of a real search: v stays zero (v = |tanh(v / |g|)|), so the update is
+# clip(tanh(1e8 * m / 1e-8), 0.001173 * lr) = 0.001173 * lr * sign(m): Signum.
+EVOLVED_SIGNUM = """\
+m = interp(g, m, 0.6009)
+update = m / v
+sqrt_v = eps()
+wd = soft_sign(v, g)
+update = soft_sign(update, sqrt_v)
+v = abs(wd)
+lr = lr * 0.001173
+update = clip(update, lr)
+"""
+
+
+def test_a_state_that_stays_zero_and_a_saturated_sign_are_read_through():
+    r = S.recognize(parse_program(EVOLVED_SIGNUM))
+    assert r.name == "signum"
+    assert r.constants == pytest.approx({"beta": 0.6009, "lr": 0.001173})
+
+
+@pytest.mark.parametrize("sign", [
+    "t = c * 1e9\nupdate = tanh(t)",                     # tanh of a huge multiple
+    "a = abs(c)\nupdate = c / a",                        # c / (|c| + 1e-8)
+    "t = c * 1e9\none = cos(0.0)\nupdate = clip(t, one)",  # clipped huge multiple
+])
+def test_lion_with_its_sign_written_otherwise(sign):
+    program = parse_program(f"c = interp(g, m, 0.9)\n{sign}\nwd = w * 0.1\n"
+                            "update = update + wd\nlr = lr * 0.0003\nupdate = update * lr\n"
+                            "m = interp(g, m, 0.99)")
+    r = S.recognize(program)
+    assert r is not None and r.name == "lion"
+    assert r.constants == pytest.approx(
+        {"beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "lr": 3e-4}, rel=1e-6)
+
+
+@pytest.mark.parametrize("update", [
+    "u = soft_sign(c, 0.5)",            # a Lion-K soft sign: not a sign
+    "t = tanh(c)\na = abs(t)\nq = c / a\nu = tanh(q)",  # about 0.76 sign(c) near 0 only
+    "u = clip(c, 0.01)",                 # clipped, not saturated
+])
+def test_sign_like_updates_that_are_not_lion(update):
+    program = parse_program(f"c = interp(g, m, 0.9)\n{update}\nlr = lr * 0.0003\n"
+                            "update = u * lr\nm = interp(g, m, 0.99)")
+    assert S.recognize(program) is None
+
