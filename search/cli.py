@@ -28,7 +28,7 @@ from ..programs.known import KNOWN, KNOWN_LAYERS, KnownProgram, get_known
 from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
-from ..programs.space import get_space
+from ..programs.space import Space, get_space
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
 from .output_files import OutputError, check_output, save_figure, write_text
@@ -321,6 +321,29 @@ def _run_or_latest(store: Store, run_id: int | None) -> int:
     return run_id
 
 
+def _functionally_distinct(store: Store, run_id: int, space: Space, n: int) -> list[dict]:
+    """The ``n`` best programs of the run that compute different functions.
+
+    A search that has settled can hold hundreds of structurally different copies of one
+    function at the top, so the store is read in growing pages until ``n`` are found."""
+    fingerprints: dict[str, str] = {}
+    limit = 5 * n
+    while True:
+        ranked = store.top(run_id, limit)
+        rows, seen = [], set()
+        for r in ranked:
+            key = fingerprints.get(r["program_hash"])
+            if key is None:
+                key = fingerprints[r["program_hash"]] = space.fingerprint(
+                    parse_program(r["text"]))
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+        if len(rows) >= n or len(ranked) < limit:
+            return rows[:n]
+        limit *= 4
+
+
 def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     """The best functionally distinct programs with what a reader compares them by:
     fitness at every tier reached, per-task (per-architecture) scores, Pareto-front
@@ -330,13 +353,7 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     tasks = config.tasks or list(DEFAULT_TASKS[run["family"]])
     tiers = store.tier_results(run_id, suite_key(tasks))
     space = get_space(run["family"])
-    rows, seen = [], set()
-    for r in store.top(run_id, 5 * n):  # functional duplicates are skipped
-        key = space.fingerprint(parse_program(r["text"]))
-        if key not in seen:
-            seen.add(key)
-            rows.append(r)
-    rows = rows[:n]
+    rows = _functionally_distinct(store, run_id, space, n)
     scores = [r["metrics"].get("scores") or {} for r in rows]
     front = set(pareto_front(scores)) if any(scores) else set()
     out = []

@@ -121,3 +121,29 @@ def test_plot_writes_png(db, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert invoke("plot", 9, "-o", out, "--db", db).exit_code == 1
+
+
+def test_top_finds_distinct_functions_past_many_copies_of_one(tmp_path):
+    # 20 structurally different ways to write update = 0.01 * g, all better than two
+    # other functions: top --n 3 must still list three different functions.
+    path = tmp_path / "copies.db"
+    copies = [f"t = g * {0.01 * 2.0 ** k!r}\nu = t * {2.0 ** -k!r}\nupdate = u * lr"
+              for k in range(1, 21)]
+    others = ["u = g * 0.5\nupdate = u * lr", "s = sign(g)\nupdate = s * lr"]
+    with Store.open(path) as store:
+        run = store.create_run("optimizer", 0, 22, {"population": 5}, "local")
+        for birth, text in enumerate(copies + others):
+            program = parse_program(text)
+            h = S.hash(program)
+            store.add_program(h, "optimizer", format_program(program),
+                              format_program(S.prune(program)))
+            store.add_individual(run, birth, h, None, None, "ok", None,
+                                 1.0 - 0.01 * birth, {}, 0.1)
+    result = invoke("top", "--n", 3, "--json", "--db", path)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["birth"] for r in rows] == [0, 20, 21]
+    assert [r["recognized"] for r in rows] == [
+        {"family": "sgd", "constants": {"lr": pytest.approx(0.01)}},
+        {"family": "sgd", "constants": {"lr": pytest.approx(0.5)}},
+        {"family": "signsgd", "constants": {"lr": pytest.approx(1.0)}}]
