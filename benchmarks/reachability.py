@@ -13,7 +13,7 @@ thousands of children runs in minutes.
 
 Run: python benchmarks/reachability.py [--target lion|evonorm] [--seeds 5]
          [--budget 20000] [--population 50] [--tournament 10] [--ops all|lion]
-         [--db reach.db]
+         [--no-random] [--db reach.db]
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--tournament", type=int, default=10)
     parser.add_argument("--ops", default="all", choices=("all", "lion"))
+    parser.add_argument("--no-random", action="store_true",
+                        help="evolution only, without the random-search baseline")
     parser.add_argument("--db", type=Path, default=None, help="keep the store here")
     args = parser.parse_args()
 
@@ -163,7 +165,7 @@ def main() -> None:
     run_ids: dict[tuple[str, int], int] = {}
     with Store.open(db) as store:
         for seed in range(args.seeds):
-            for strategy in ("evolution", "random"):
+            for strategy in ("evolution",) if args.no_random else ("evolution", "random"):
                 config = SearchConfig(family=family, budget=args.budget,
                                       population=args.population,
                                       tournament=args.tournament, seed=seed, tasks=tasks,
@@ -187,6 +189,8 @@ def main() -> None:
         if r.found:
             found[r.strategy].append(r.birth)
     for strategy, births in found.items():
+        if strategy == "random" and args.no_random:
+            continue
         median = f", median birth {statistics.median(births):.0f}" if births else ""
         print(f"{strategy}_found: {len(births)} of {args.seeds}{median}")
 
