@@ -136,6 +136,8 @@ def _zero_states(program: Program, state: tuple[str, ...]) -> set[str]:
     for probe in _PROBES:
         for step in run_steps(program, state, state, probe):
             zero = {s for s in zero if not step[s].any()}
+        if not zero:
+            break
     return zero
 
 
@@ -283,38 +285,52 @@ def _adamw(sym, states):
 _ONE = Layout(((1,),))
 
 
-def _run_once(program: Program, state: tuple[str, ...], g: float, w: float = 0.0,
-              **carried: float) -> dict[str, float]:
-    """One step on single float64 numbers (lr = step = 1): the update and new states."""
-    def number(x: float) -> torch.Tensor:
-        return torch.full((1, 1), float(x), dtype=torch.float64)
+def _one_step(program: Program, state: tuple[str, ...], g: list[float],
+              w: list[float] | None = None,
+              carried: dict[str, list[float]] | None = None) -> dict[str, torch.Tensor]:
+    """One step on rows of single float64 numbers (lr = step = 1), a row per entry of
+    ``g``: each row's update and new states, as 1-d tensors."""
+    rows = len(g)
 
-    probe = Probe(number(w), (number(g),), (number(1.0),), (number(1.0),), _ONE)
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64).view(rows, 1)
+
+    ones = column([1.0] * rows)
+    probe = Probe(column(w or [0.0] * rows), (column(g),), (ones,), (ones,), _ONE)
     (out,) = run_steps(program, state, ("update", *state), probe,
-                       {name: number(x) for name, x in carried.items()})
-    return {name: float(value) for name, value in out.items()}
+                       {name: column(values) for name, values in (carried or {}).items()})
+    return {name: value.view(-1) for name, value in out.items()}
 
 
 def _numeric_match(program: Program, state: tuple[str, ...]) -> Recognition | None:
-    """The SGD, momentum and sign families, with constants read from single-number
-    runs: a state must be linear (``s_t = a*s + b*g``), lr is the first update for g = 1,
-    Lion's beta1 is where the update's sign flips as the state grows against g."""
+    """The SGD, momentum and sign families, with constants read from runs on single
+    numbers: a state must be linear (``s_t = a*s + b*g``), lr is the first update for
+    g = 1, Lion's beta1 is where the update's sign flips as the state grows against g."""
     if len(state) > 1:
         return None
-    u0 = _run_once(program, state, g=1.0)["update"]
+    # Rows (g, w, state): (1, 0, 0) lr and b; (1, 1, 0) weight decay; (0, 0, 1) a;
+    # (3, 0, 2) whether the state is linear; (3, 0, 0) a linear or a sign-like update.
+    carried = {state[0]: [0.0, 0.0, 1.0, 2.0, 0.0]} if state else None
+    out = _one_step(program, state, [1.0, 1.0, 0.0, 3.0, 3.0], [0.0, 1.0, 0.0, 0.0, 0.0],
+                    carried)
+    u0, u_w, _, _, u3 = out["update"].tolist()
+    linear = math.isclose(u3, 3 * u0, rel_tol=RTOL)
+    saturated = math.isclose(u3, u0, rel_tol=RTOL)  # a sign: as large for 3g as for g
+    candidates: list[Callable[[], Recognition | None]] = []
     if not state:
-        candidates = [lambda: Recognition("sgd", {"lr": u0}),
-                      lambda: Recognition("signsgd", {"lr": u0})]
+        if linear:
+            candidates.append(lambda: Recognition("sgd", {"lr": u0}))
+        if saturated:
+            candidates.append(lambda: Recognition("signsgd", {"lr": u0}))
     else:
-        (s,) = state
-        a = _run_once(program, state, g=0.0, **{s: 1.0})[s]
-        b = _run_once(program, state, g=1.0, **{s: 0.0})[s]
-        c = _run_once(program, state, g=3.0, **{s: 2.0})[s]
+        b, _, a, c, _ = out[state[0]].tolist()
         if b == 0 or a == 1.0 or not abs(c - (2 * a + 3 * b)) <= 1e-9 * (abs(a) + abs(b)):
             return None  # not a linear momentum (the verification checks the rest)
-        candidates = [lambda: Recognition("momentum", {"momentum": a, "lr": u0}),
-                      lambda: Recognition("signum", {"beta": a, "lr": u0}),
-                      lambda: _numeric_lion(program, s, a, b, u0)]
+        if linear:
+            candidates.append(lambda: Recognition("momentum", {"momentum": a, "lr": u0}))
+        if saturated:
+            candidates += [lambda: Recognition("signum", {"beta": a, "lr": u0}),
+                           lambda: _numeric_lion(program, state[0], a, b, u0, u_w)]
     for make in candidates:
         try:
             candidate = make()
@@ -325,23 +341,26 @@ def _numeric_match(program: Program, state: tuple[str, ...]) -> Recognition | No
     return None
 
 
-def _numeric_lion(program: Program, s: str, a: float, b: float,
-                  u0: float) -> Recognition | None:
+def _numeric_lion(program: Program, s: str, a: float, b: float, u0: float,
+                  u_w: float) -> Recognition | None:
     """Lion's constants: the update flips sign at state x where (1-beta1)*g + beta1*x/k
-    = 0 (k = b / (1 - a): the program's state is k times the textbook momentum)."""
-    def sign_at(x: float) -> float:
-        return math.copysign(1.0, _run_once(program, (s,), g=1.0, **{s: x})["update"])
-
-    if u0 == 0 or sign_at(-1e6) == sign_at(-1e-9):
+    = 0 (k = b / (1 - a): the program's state is k times the textbook momentum), found
+    on three ever finer grids of |x| from 1e-9 to 1e6."""
+    if u0 == 0:
         return None
-    lo, hi = math.log(1e-9), math.log(1e6)  # |x| where the sign is still u0's / flipped
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if sign_at(-math.exp(mid)) == sign_at(-1e-9) else (lo, mid)
+    lo, hi = math.log(1e-9), math.log(1e6)
+    for _ in range(3):
+        grid = [lo + (hi - lo) * i / 1000 for i in range(1001)]
+        out = _one_step(program, (s,), [1.0] * len(grid),
+                        carried={s: [-math.exp(t) for t in grid]})
+        flipped = (torch.sign(out["update"]) != math.copysign(1.0, u0)).tolist()
+        if flipped[0] or not flipped[-1]:
+            return None
+        k = flipped.index(True)
+        lo, hi = grid[k - 1], grid[k]
     ratio = -math.exp(hi) / (b / (1.0 - a))
-    wd = _run_once(program, (s,), g=1.0, w=1.0)["update"] / u0 - 1.0
     return Recognition("lion", {"beta1": 1.0 / (1.0 - ratio), "beta2": a,
-                                "weight_decay": wd, "lr": u0})
+                                "weight_decay": u_w / u0 - 1.0, "lr": u0})
 
 
 def _verified(program: Program, candidate: Recognition,
