@@ -33,6 +33,7 @@ from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
 from .output_files import OutputError, check_output, save_figure, write_text
 from .pareto import pareto_front
+from .rediscover import distinct_functions
 
 DEFAULT_DB = "evoprog.db"
 # Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
@@ -330,17 +331,9 @@ def _functionally_distinct(store: Store, run_id: int, space: Space, n: int) -> l
     limit = 5 * n
     while True:
         ranked = store.top(run_id, limit)
-        rows, seen = [], set()
-        for r in ranked:
-            key = fingerprints.get(r["program_hash"])
-            if key is None:
-                key = fingerprints[r["program_hash"]] = space.fingerprint(
-                    parse_program(r["text"]))
-            if key not in seen:
-                seen.add(key)
-                rows.append(r)
-        if len(rows) >= n or len(ranked) < limit:
-            return rows[:n]
+        rows = distinct_functions(ranked, n, space, fingerprints)
+        if len(rows) == n or len(ranked) < limit:
+            return rows
         limit *= 4
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,7 +130,8 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
             population.popleft()
         if report.found:
             continue
-        for member in _best_distinct(population, top, space, fingerprints):
+        ranked = sorted(population, key=lambda m: (-m["fitness"], m["birth"]))
+        for member in distinct_functions(ranked, top, space, fingerprints):
             key = member["program_hash"]
             if key not in recognized:
                 match = space.recognize(parse_program(member["text"]))
@@ -154,12 +155,13 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     return report
 
 
-def _best_distinct(population: deque[dict], top: int, space: Space,
-                   fingerprints: dict[str, str]) -> list[dict]:
-    """The ``top`` best members computing different functions (fingerprints)."""
+def distinct_functions(ranked: Iterable[dict], n: int, space: Space,
+                       fingerprints: dict[str, str]) -> list[dict]:
+    """The first ``n`` of ``ranked`` (best first) that compute different functions:
+    individuals with ``program_hash`` and ``text``; ``fingerprints`` caches by hash."""
     seen: set[str] = set()
     out = []
-    for member in sorted(population, key=lambda m: (-m["fitness"], m["birth"])):
+    for member in ranked:
         key = fingerprints.get(member["program_hash"])
         if key is None:
             key = fingerprints[member["program_hash"]] = space.fingerprint(
@@ -167,7 +169,7 @@ def _best_distinct(population: deque[dict], top: int, space: Space,
         if key not in seen:
             seen.add(key)
             out.append(member)
-            if len(out) == top:
+            if len(out) == n:
                 break
     return out
 
