@@ -595,16 +595,21 @@ def _plot_run(run: dict, individuals: list[dict], output: Path) -> None:
     if bad:
         ax.scatter(bad, [low - 1.5 * pad] * len(bad), marker="|", s=60, color="black",
                    label=f"rejected / failed ({len(bad)})", zorder=2)
-    for ind, label in _first_recognized(run["family"], individuals):
-        ax.annotate(label, (ind["birth"], ind["fitness"]), xytext=(8, 14),
-                    textcoords="offset points", fontsize=8,
+    last = max((i["birth"] for i in individuals), default=1) or 1
+    for k, (ind, label) in enumerate(_first_recognized(run["family"], individuals)):
+        # Below the best-so-far line, one step lower each, so labels do not overlap;
+        # those in the right part of the plot extend to the left.
+        right = ind["birth"] > 0.6 * last
+        ax.annotate(label, (ind["birth"], ind["fitness"]), xytext=(-8 if right else 8,
+                                                                   -24 - 16 * k),
+                    textcoords="offset points", fontsize=8, ha="right" if right else "left",
                     arrowprops={"arrowstyle": "->", "color": "0.3"},
-                    bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "0.6"})
+                    bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "0.6"}, zorder=4)
     ax.set_xlabel("birth order")
     ax.set_ylabel("fitness")
     ax.set_title(f"run {run['id']} ({run['family']}): {len(individuals)} individuals")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="center right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     save_figure(fig, output)
 
