@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,8 @@ AUTO_PARALLEL_PER_SLOT = 4
 # (the driver also commits before it waits for a worker). A killed driver loses at most
 # these: to ``resume`` they are evaluations that were still in flight.
 COMMIT_SECONDS = 0.05
+# The longest the driver waits on Ray before it looks at Ctrl-C again.
+WAIT_SECONDS = 0.25
 
 
 STRATEGIES = ("evolution", "random")
@@ -204,6 +208,7 @@ class Search:
         self.waiting_on: dict[int, list[int]] = {}
         self.in_flight: dict[ray.ObjectRef, int] = {}
         self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
+        self._interrupted = threading.Event()  # set by Ctrl-C while run() searches
         # Ray rebuilds a task's options on every ``options()`` call: build them once.
         self.evaluate = evaluate_remote.options(num_cpus=config.cpus_per_eval,
                                                 num_gpus=config.gpus_per_eval or 0)
@@ -241,7 +246,8 @@ class Search:
         """Search until the budget of individuals is recorded (or the time is up), then
         promote the best through the funnel tiers; returns the run id."""
         try:
-            with _torch_threads(1), self.store.grouped_commits(COMMIT_SECONDS):
+            with _torch_threads(1), _ctrl_c_deferred() as self._interrupted, \
+                    self.store.grouped_commits(COMMIT_SECONDS):
                 finished = self._search()
             if not finished:
                 self._stop("stopped")
@@ -367,7 +373,10 @@ class Search:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready:
             self.store.flush()  # what is recorded becomes durable while we wait
-            ready, _ = ray.wait(refs, num_returns=1)
+        while not ready and not self._interrupted.is_set():
+            ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt
         for ref in ready:
             self._receive(ref)
 
@@ -497,6 +506,36 @@ def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
         if config.gpus_per_eval and cluster["gpus"]:
             slots = min(slots, cluster["gpus"] / config.gpus_per_eval)
         config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
+
+
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into an event the search loop checks between waits.
+
+    Python raises KeyboardInterrupt only where the main thread runs Python code, and
+    Ray's blocking waits run the signal handler from inside their C++ loop, where the
+    exception can be lost: the search then ran on to its end. A handler that only sets
+    an event cannot be lost that way. A second Ctrl-C interrupts at once. Elsewhere
+    than the main thread (where handlers cannot be installed) Ctrl-C keeps its usual
+    behaviour.
+    """
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if event.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -105,3 +105,26 @@ def test_auto_parallel_queues_several_evaluations_per_cpu(tmp_path, ray_local):
         search.run()
         assert store.run(search.run_id)["individuals"] == 2
     assert torch.get_num_threads() == threads  # the driver's one thread is given back
+
+
+def test_ctrl_c_during_the_search_stops_it_and_restores_the_handler(tmp_path, ray_local):
+    import os
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    sent = []
+
+    def ctrl_c_after_three(progress):
+        if progress.done == 3 and not sent:
+            sent.append(progress.done)
+            os.kill(os.getpid(), signal.SIGINT)  # handled by the search, not pytest
+
+    with Store.open(tmp_path / "i.db") as store:
+        search = Search.start(store, SearchConfig(budget=24, population=8, tournament=3,
+                                                  parallel=3),
+                              on_progress=ctrl_c_after_three)
+        with pytest.raises(KeyboardInterrupt):
+            search.run()
+        assert store.run(search.run_id)["status"] == "interrupted"
+        assert 3 <= len(store.individuals(search.run_id)) < 24
+    assert signal.getsignal(signal.SIGINT) is handler
