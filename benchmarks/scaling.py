@@ -51,6 +51,19 @@ def _search(db: Path, budget: int, parallel: int, seed: int = 0):
     return store, search
 
 
+def _evaluate_seed() -> None:
+    """The AdamW seed scored on the default optimizer task at tier A, on one torch
+    thread as the search's evaluations run."""
+    import torch
+
+    from evoprog.evaluators import DEFAULT_TASKS
+    from evoprog.evaluators.suite import evaluate_suite
+    from evoprog.programs.space import OptimizerSpace
+
+    torch.set_num_threads(1)
+    evaluate_suite(OptimizerSpace.seed(), DEFAULT_TASKS["optimizer"], "A")
+
+
 def measure_workers(workers: int, budget: int, parallel: int) -> dict:
     """One search on ``workers`` local CPUs; runs in a fresh process."""
     import ray
@@ -61,15 +74,8 @@ def measure_workers(workers: int, budget: int, parallel: int) -> dict:
 
     @ray.remote(num_cpus=1)
     def warm() -> int:
-        import torch
-
-        from evoprog.evaluators import DEFAULT_TASKS
-        from evoprog.evaluators.suite import evaluate_suite
-        from evoprog.programs.space import OptimizerSpace
-
-        torch.set_num_threads(1)  # as the search's evaluations run
         # Holds the CPU for a second or two, so each warm-up lands in its own worker.
-        evaluate_suite(OptimizerSpace.seed(), DEFAULT_TASKS["optimizer"], "A")
+        _evaluate_seed()
         return os.getpid()
 
     pids = ray.get([warm.remote() for _ in range(workers)])
@@ -128,19 +134,11 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
 
 def measure_host(evals: int) -> dict:
     """Seconds per evaluation of the seed program in this plain process (median)."""
-    import torch
-
-    from evoprog.evaluators import DEFAULT_TASKS
-    from evoprog.evaluators.suite import evaluate_suite
-    from evoprog.programs.space import OptimizerSpace
-
-    torch.set_num_threads(1)
-    seed, tasks = OptimizerSpace.seed(), DEFAULT_TASKS["optimizer"]
-    evaluate_suite(seed, tasks, "A")  # data, the seed's reference score
+    _evaluate_seed()  # data, the seed's reference score
     seconds = []
     for _ in range(evals):
         start = time.perf_counter()
-        evaluate_suite(seed, tasks, "A")
+        _evaluate_seed()
         seconds.append(time.perf_counter() - start)
     return {"eval_s": statistics.median(seconds)}
 
