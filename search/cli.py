@@ -538,18 +538,12 @@ def plot(run_id: int, output: Path, db_path: Path) -> None:
 def _first_recognized(family: str, individuals: list[dict]) -> list[tuple[dict, str]]:
     """(individual, label) for the first individual of each known program found."""
     space = get_space(family)
-    seen_hashes: set[str] = set()
+    ok = [ind for ind in individuals if ind["status"] == "ok"]
     found: dict[str, tuple[dict, str]] = {}
-    for ind in individuals:
-        if ind["status"] != "ok" or ind["program_hash"] in seen_hashes:
-            continue
-        seen_hashes.add(ind["program_hash"])
-        program = parse_program(ind["text"])
-        functional = space.fingerprint(program)  # ~1 ms; recognition costs ~10x more
-        if functional in seen_hashes:
-            continue
-        seen_hashes.add(functional)
-        match = space.recognize(program)
+    # Each function is recognized once, at its first individual: fingerprints cost ~1 ms,
+    # recognition ~10x more.
+    for ind in distinct_functions(ok, len(ok), space, {}):
+        match = space.recognize(parse_program(ind["text"]))
         if match is not None and match.name not in found:
             found[match.name] = (ind, str(match))
     return list(found.values())
