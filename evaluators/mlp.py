@@ -95,11 +95,10 @@ class FlatMLP:
             if i < len(layers) - 1:
                 h = h.relu_()
                 inputs.append(h)
-        log_p = torch.log_softmax(h, dim=-1)
+        log_p, delta = _log_softmax_and_softmax(h)
         target = y.unsqueeze(-1)
         losses = log_p.gather(-1, target).mean(dim=(1, 2)).neg_()
         # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B
-        delta = log_p.exp_()
         delta.scatter_add_(-1, target, delta.new_full((1, 1, 1), -1.0).expand(target.shape))
         delta.mul_(1.0 / x.shape[1])
         grad = torch.empty_like(theta)
@@ -133,3 +132,16 @@ class FlatMLP:
                                reduction="none").view(s, -1).mean(dim=1)
         accuracy = (logits.argmax(dim=-1) == ys).float().mean(dim=1)
         return loss, accuracy
+
+
+def _log_softmax_and_softmax(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax and softmax over the last dimension, from one exponential.
+
+    On the CPU, ``torch.log_softmax`` over a last dimension as short as the number of
+    classes runs several times slower than these few whole-tensor ops (100 us against
+    25 us for (6, 128, 10) on one thread), which is a few percent of a training step.
+    """
+    shifted = h - h.amax(dim=-1, keepdim=True)
+    exp = shifted.exp()
+    total = exp.sum(dim=-1, keepdim=True)
+    return shifted - total.log(), exp.div_(total)
