@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from evoprog.evaluators.mlp import FlatMLP, _log_softmax_and_softmax
+from evoprog.evaluators.mlp import FlatMLP, log_softmax_and_softmax
 from evoprog.evaluators.trainer import compile_program, keep_freed_memory
 from evoprog.programs.known import KNOWN
 
@@ -124,7 +124,7 @@ def main() -> None:
         "torch.log_softmax": lambda: time_loss(
             lambda h: torch.log_softmax(h, dim=-1), args.calls),
         "log-softmax from one exponential": lambda: time_loss(
-            _log_softmax_and_softmax, args.calls),
+            log_softmax_and_softmax, args.calls),
     }
     agree = _largest_difference(interpreted(), adamw_by_hand(scratch))
     best: dict[str, float] = {}

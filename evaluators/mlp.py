@@ -95,7 +95,7 @@ class FlatMLP:
             if i < len(layers) - 1:
                 h = h.relu_()
                 inputs.append(h)
-        log_p, delta = _log_softmax_and_softmax(h)
+        log_p, delta = log_softmax_and_softmax(h)
         target = y.unsqueeze(-1)
         losses = log_p.gather(-1, target).mean(dim=(1, 2)).neg_()
         # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B
@@ -134,7 +134,7 @@ class FlatMLP:
         return loss, accuracy
 
 
-def _log_softmax_and_softmax(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def log_softmax_and_softmax(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-softmax and softmax over the last dimension, from one exponential.
 
     On the CPU, ``torch.log_softmax`` over a last dimension as short as the number of

@@ -24,6 +24,7 @@ from evoprog.evaluators import (
 )
 from evoprog.evaluators.cnn import FlatCNN
 from evoprog.evaluators.data import VOCAB, VOCAB_SIZE, char_windows, stdlib_text
+from evoprog.evaluators.mlp import log_softmax_and_softmax
 from evoprog.evaluators.tasks import CharLM, DigitsCNN, DigitsMLP
 from evoprog.evaluators.trainer import MAX_INSTRUCTIONS
 from evoprog.programs.known import KNOWN
@@ -85,6 +86,15 @@ def test_flat_mlp_hand_written_backward_matches_autograd():
     (expected_grad,) = torch.autograd.grad(expected.sum(), leaf)
     assert torch.allclose(losses, expected.detach(), atol=1e-6)
     assert torch.allclose(grad, expected_grad, atol=1e-7)
+
+
+def test_flat_mlp_log_softmax_is_stable_for_large_logits():
+    h = torch.tensor([[[1e4, -1e4, 0.0], [-3e3, -3e3, -3e3 + 1.0]]])
+    log_p, p = log_softmax_and_softmax(h)
+    assert torch.isfinite(log_p).all() and torch.isfinite(p).all()
+    assert torch.allclose(log_p, torch.log_softmax(h, dim=-1))
+    assert torch.allclose(p, torch.softmax(h, dim=-1))
+    assert torch.allclose(p.sum(dim=-1), torch.ones(1, 2))
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
