@@ -415,7 +415,7 @@ class Search:
                 outcome.status, outcome.reason, outcome.fitness, outcome.metrics,
                 outcome.seconds, cache_hit=outcome.cache_hit, worker=outcome.worker,
                 discarded_invalid=item.discarded_invalid,
-                discarded_same=item.discarded_same,
+                discarded_same=item.discarded_same, text=item.text,
                 evaluations=[{k: e[k] for k in ("task", "tier", "fitness", "status",
                                                  "metrics", "seconds")}
                              for e in outcome.evaluations])

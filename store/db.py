@@ -30,13 +30,20 @@ BUSY_TIMEOUT_MS = 30_000
 # Per individual: attempts its mutation discarded before keeping it (statically invalid;
 # same pruned program as the parent). Added to older files on their first write.
 DISCARD_COLUMNS = ("discarded_invalid", "discarded_same")
+# Per individual: its own program text where that differs from the text its program
+# (one row per pruned program) was first recorded with, i.e. where its dead code differs;
+# NULL where it is the same. Added to older files on their first write.
+OWN_TEXT = "own_text"
+_LATER_COLUMNS = (*DISCARD_COLUMNS, OWN_TEXT)
 
 
 _INDIVIDUAL_COLUMNS = ("run_id", "birth", "program_hash", "parent_id", "mutation", "status",
                        "reason", "fitness", "cache_hit", "metrics", "eval_seconds", "created",
                        "worker", *DISCARD_COLUMNS)
-_INSERT_INDIVIDUAL = (f"INSERT INTO individuals ({', '.join(_INDIVIDUAL_COLUMNS)}) "
-                      f"VALUES ({', '.join('?' * len(_INDIVIDUAL_COLUMNS))})")
+# The own text goes last, as (text, program hash): stored only where it differs.
+_INSERT_INDIVIDUAL = (f"INSERT INTO individuals ({', '.join(_INDIVIDUAL_COLUMNS)}, {OWN_TEXT}) "
+                      f"VALUES ({', '.join('?' * len(_INDIVIDUAL_COLUMNS))}, "
+                      "NULLIF(?, (SELECT text FROM programs WHERE hash = ?)))")
 _INSERT_EVALUATION = ("INSERT INTO evaluations (individual_id, task, tier, fitness, status, "
                       "metrics, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_PROGRAM = ("INSERT OR IGNORE INTO programs (hash, family, text, pruned_text, "
@@ -84,6 +91,9 @@ def _decode(row: dict, *json_columns: str) -> dict:
         row["cache_hit"] = bool(row["cache_hit"])
         for column in DISCARD_COLUMNS:  # absent from files not yet written to since
             row.setdefault(column, 0)
+    own_text = row.pop(OWN_TEXT, None)
+    if own_text is not None and "text" in row:
+        row["text"] = own_text
     return row
 
 
@@ -109,7 +119,7 @@ def _create_schema(db: Database) -> None:
         {"id": int, "run_id": int, "birth": int, "program_hash": str, "parent_id": int,
          "mutation": str, "status": str, "reason": str, "fitness": float, "cache_hit": int,
          "metrics": str, "eval_seconds": float, "created": str, "worker": str,
-         **{column: int for column in DISCARD_COLUMNS}},
+         **{column: int for column in DISCARD_COLUMNS}, OWN_TEXT: str},
         pk="id",
         not_null=["run_id", "birth", "program_hash", "status", "cache_hit", "created",
                   *DISCARD_COLUMNS],
@@ -131,14 +141,16 @@ def _create_schema(db: Database) -> None:
     db.table("meta").insert({"key": "schema", "value": SCHEMA}, ignore=True)
 
 
-def _add_discard_columns(db: Database) -> None:
-    """Give an individuals table made before the discard counts its two columns (0 for
-    the rows already there: nothing was counted then)."""
+def _add_later_columns(db: Database) -> None:
+    """Give an individuals table made before them the discard counts (0 for the rows
+    already there: nothing was counted then) and the own text (NULL: recorded texts)."""
     individuals = db.table("individuals")
     present = individuals.columns_dict
     for column in DISCARD_COLUMNS:
         if column not in present:
             individuals.add_column(column, int, not_null_default=0)
+    if OWN_TEXT not in present:
+        individuals.add_column(OWN_TEXT, str)
 
 
 def _enable_wal(db: Database) -> None:
@@ -295,12 +307,11 @@ class Store:
     def _one(self, sql: str, params: Iterable[Any] = ()) -> dict | None:
         return next(self.db.query(sql, list(params)), None)
 
-    def _has_discard_columns(self) -> bool:
-        """Whether the file has the discard-count columns (a file made by an older
-        evoprog has not until its first write after an upgrade). Asked each time, not
-        cached: another connection may add them, or a rollback take them away."""
-        columns = self.db.table("individuals").columns_dict
-        return all(column in columns for column in DISCARD_COLUMNS)
+    def _individual_columns(self) -> set[str]:
+        """The individuals table's columns (a file made by an older evoprog lacks the
+        later ones until its first write after an upgrade). Asked each time, not cached:
+        another connection may add them, or a rollback take them away."""
+        return set(self.db.table("individuals").columns_dict)
 
     def _require_run(self, run_id: int) -> None:
         if self._one("SELECT id FROM runs WHERE id = ?", [run_id]) is None:
@@ -320,9 +331,11 @@ class Store:
 
     def _run_rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict]:
         """Runs with their counts, computed in SQL so listing many runs stays cheap."""
-        # Older files without the discard columns read as if nothing was discarded.
-        present = self._has_discard_columns()
-        discarded = [f"i.{c}" if present else "0" for c in DISCARD_COLUMNS]
+        # Older files without the later columns read as if nothing was discarded and
+        # every individual had its program's recorded text.
+        present = self._individual_columns()
+        discarded = [f"i.{c}" if c in present else "0" for c in DISCARD_COLUMNS]
+        text = f"COALESCE(i.{OWN_TEXT}, p.text)" if OWN_TEXT in present else "p.text"
         rows = list(self.db.query(f"""
             SELECT r.*,
                    COUNT(i.id) AS individuals,
@@ -334,7 +347,7 @@ class Store:
                    COALESCE(SUM({discarded[0]}), 0) AS discarded_invalid,
                    COALESCE(SUM({discarded[1]}), 0) AS discarded_same,
                    MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness,
-                   COALESCE(SUM({_lines('p.text')}), 0) AS lines,
+                   COALESCE(SUM({_lines(text)}), 0) AS lines,
                    COALESCE(SUM({_lines('p.pruned_text')}), 0) AS pruned_lines
             FROM runs r LEFT JOIN individuals i ON i.run_id = r.id
             LEFT JOIN programs p ON p.hash = i.program_hash
@@ -430,15 +443,17 @@ class Store:
         mutation: str | None, status: str, reason: str | None, fitness: float | None,
         metrics: dict, eval_seconds: float, cache_hit: bool = False,
         worker: str | None = None, evaluations: Iterable[dict] = (),
-        discarded_invalid: int = 0, discarded_same: int = 0,
+        discarded_invalid: int = 0, discarded_same: int = 0, text: str | None = None,
     ) -> int:
         """Record an individual and its evaluations together, so a crash never leaves half.
 
         ``discarded_invalid`` and ``discarded_same`` are the attempts its mutation threw
         away before keeping it (``Mutation.invalid`` and ``Mutation.same``), so the run's
         ``generated`` and ``served_without_training`` count them. The program must have
-        been added first. A second individual with the same (run_id, birth) raises
-        StoreError and changes nothing.
+        been added first. ``text`` is the individual's own program text: kept only where
+        it differs from the text the program was recorded with (other dead code), and
+        then read back as its ``text``. A second individual with the same (run_id,
+        birth) raises StoreError and changes nothing.
         """
         if status not in INDIVIDUAL_STATUSES:
             raise ValueError(f"status must be one of {INDIVIDUAL_STATUSES}, not {status!r}")
@@ -446,7 +461,7 @@ class Store:
             raise ValueError("discarded counts cannot be negative")
         row = (run_id, birth, program_hash, parent_id, mutation, status, reason, fitness,
                int(bool(cache_hit)), _dumps(metrics), eval_seconds, _now(), worker,
-               int(discarded_invalid), int(discarded_same))
+               int(discarded_invalid), int(discarded_same), text, program_hash)
         try:
             with self.transaction():
                 individual_id = self._insert_individual(row)
@@ -467,14 +482,15 @@ class Store:
         """INSERT one individual's row (in ``_INDIVIDUAL_COLUMNS`` order) and return its id.
 
         Plain SQL: this runs once per recorded individual, the driver's hot path. A file
-        made before the discard counts gets their columns here, under the write lock,
-        on its first write (the INSERT names them, so it fails until they exist)."""
+        made before the later columns gets them here, under the write lock, on its
+        first write (the INSERT names them, so it fails until they exist)."""
         try:
             return self.db.conn.execute(_INSERT_INDIVIDUAL, row).lastrowid
         except sqlite3.OperationalError as exc:
-            if "no column named" not in str(exc) or self._has_discard_columns():
+            if ("no column named" not in str(exc)
+                    or set(_LATER_COLUMNS) <= self._individual_columns()):
                 raise
-        _add_discard_columns(self.db)
+        _add_later_columns(self.db)
         return self.db.conn.execute(_INSERT_INDIVIDUAL, row).lastrowid
 
     def _missing_reference(self, run_id: int, program_hash: str,
@@ -559,8 +575,7 @@ class Store:
                 FROM individuals i JOIN chain c ON i.id = c.id
                 WHERE i.parent_id IS NOT NULL
             )
-            SELECT i.id, i.run_id, i.birth, i.parent_id, i.mutation, i.fitness, i.status,
-                   i.program_hash, p.text, p.pruned_text
+            SELECT i.*, p.text, p.pruned_text
             FROM chain c
             JOIN individuals i ON i.id = c.id
             LEFT JOIN programs p ON p.hash = i.program_hash
@@ -568,7 +583,7 @@ class Store:
         """, [individual_id]))
         if not rows:
             raise StoreError(f"no individual {individual_id} in {self.path}")
-        return rows
+        return [_decode(row, "metrics") for row in rows]
 
     def cached_result(self, family: str, program_hash: str, task: str | None = None,
                       tier: str | None = None) -> dict | None:

@@ -131,6 +131,25 @@ def test_bad_evaluation_rolls_back_the_individual(store: Store):
     assert store.births(run_id) == {0}
 
 
+def test_each_individual_keeps_its_own_text_where_its_dead_code_differs(store: Store):
+    run_id = new_run(store)
+    seed = add(store, run_id, 0, "h0", text="text h0")
+    # The same pruned program with a dead statement more: recorded under the same hash.
+    child = add(store, run_id, 1, "h0", seed, cache_hit=True, text="text h0\nt0 = g")
+    again = add(store, run_id, 2, "h0", child, cache_hit=True, text="text h0")
+    texts = ["text h0", "text h0\nt0 = g", "text h0"]
+    assert [i["text"] for i in store.individuals(run_id)] == texts
+    assert [store.individual(i)["text"] for i in (seed, child, again)] == texts
+    assert [row["text"] for row in store.lineage(again)] == texts
+    assert all("own_text" not in row for row in store.lineage(again))
+    # Only a text that differs from the program's recorded one takes room.
+    own = [t for (t,) in sqlite3.connect(store.path).execute(
+        "SELECT own_text FROM individuals ORDER BY id")]
+    assert own == [None, "text h0\nt0 = g", None]
+    # Redundant lines count each individual's own text: 1 of the 4 lines is dead.
+    assert store.run(run_id)["redundant_fraction"] == pytest.approx(1 - 3 / 4)
+
+
 def test_lineage_from_seed_to_individual(store: Store):
     run_id = new_run(store)
     ids = [add(store, run_id, 0, "g0", fitness=0.1)]
@@ -401,8 +420,8 @@ def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Pa
         run_id = new_run(s)
         seed = add(s, run_id, 0, "h0")
         add(s, run_id, 1, "h1", seed, cache_hit=True)
-    conn = sqlite3.connect(path)  # make it a file written before the discard counts
-    for column in ("discarded_invalid", "discarded_same"):
+    conn = sqlite3.connect(path)  # make it a file written before the later columns
+    for column in ("discarded_invalid", "discarded_same", "own_text"):
         conn.execute(f"ALTER TABLE individuals DROP COLUMN {column}")
     conn.commit()
     conn.close()
@@ -423,7 +442,9 @@ def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Pa
         assert [(r["discarded_invalid"], r["discarded_same"])
                 for r in writer.individuals(run_id)] == [(0, 0), (0, 0), (4, 6)]
         add(writer, run_id, 3, "h3", seed, discarded_same=1)  # columns there now
-    assert {"discarded_invalid", "discarded_same"} <= set(_columns(path))
+        add(writer, run_id, 4, "h3", seed, text="text h3\nt0 = g")
+        assert writer.individuals(run_id)[4]["text"] == "text h3\nt0 = g"
+    assert {"discarded_invalid", "discarded_same", "own_text"} <= set(_columns(path))
 
 
 def test_failed_write_to_an_old_file_leaves_it_unchanged(tmp_path: Path):
