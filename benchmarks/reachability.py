@@ -11,9 +11,9 @@ of the target family into its top 10, and after how many children? Random search
 the same budget is the baseline. Evaluations take milliseconds, so a study of many
 thousands of children runs in minutes.
 
-Run: python benchmarks/reachability.py [--target lion|evonorm] [--seeds 5]
+Run: python benchmarks/reachability.py [--target lion|evonorm] [--seeds 5] [--first-seed 0]
          [--budget 20000] [--population 50] [--tournament 10] [--ops all|lion]
-         [--no-random] [--db reach.db]
+         [--no-random] [--neutral] [--db reach.db]
 """
 
 from __future__ import annotations
@@ -121,12 +121,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=sorted(TARGETS), default="lion")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="run seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--budget", type=int, default=20000)
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--tournament", type=int, default=10)
     parser.add_argument("--ops", default="all", choices=("all", "lion"))
     parser.add_argument("--no-random", action="store_true",
                         help="evolution only, without the random-search baseline")
+    parser.add_argument("--neutral", action="store_true",
+                        help="evolution keeps children that differ from their parent only "
+                             "in dead code (search --neutral)")
     parser.add_argument("--db", type=Path, default=None, help="keep the store here")
     args = parser.parse_args()
 
@@ -164,20 +169,21 @@ def main() -> None:
     db = args.db or Path(tempfile.mkdtemp()) / "reach.db"
     run_ids: dict[tuple[str, int], int] = {}
     with Store.open(db) as store:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in ("evolution",) if args.no_random else ("evolution", "random"):
                 config = SearchConfig(family=family, budget=args.budget,
                                       population=args.population,
                                       tournament=args.tournament, seed=seed, tasks=tasks,
                                       strategy=strategy, ops=ops, parallel=8,
-                                      selection="fitness")
+                                      selection="fitness", neutral=args.neutral)
                 began = time.perf_counter()
                 run_ids[strategy, seed] = Search.start(store, config).run()
                 print(f"{strategy} seed {seed}: run {run_ids[strategy, seed]}, "
                       f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
         report = report_runs(store, args.target, list(run_ids.values()), None, [])
     print(f"\nbudget {args.budget}, population {args.population}, tournament "
-          f"{args.tournament}, ops {args.ops}; store {db}")
+          f"{args.tournament}, ops {args.ops}{', neutral children kept' * args.neutral}; "
+          f"store {db}")
     print(f"{'strategy':10} {'seed':>4} {'run':>4} {'found':>5} {'birth':>6} "
           f"{'evaluated':>9} {'best':>6}  found as")
     found: dict[str, list[int]] = {"evolution": [], "random": []}

@@ -29,8 +29,9 @@ class Mutation:
 
     ``invalid``: attempts rejected statically (invalid in the space). ``same``: valid
     attempts whose pruned program hashed equal to the parent's (dead code or a no-op),
-    which the structural cache answers. Attempts where the drawn kind did not apply made
-    no program and are not counted. ``str()`` is only the change, the text recorded.
+    which the structural cache answers; with ``neutral``, only exact copies of the
+    parent. Attempts where the drawn kind did not apply made no program and are not
+    counted. ``str()`` is only the change, the text recorded.
     """
 
     kind: str
@@ -164,12 +165,16 @@ def apply_mutation(kind: str, program: Program, space: Space,
 
 
 def mutate(program: Program, space: Space, rng: random.Random,
-           max_tries: int = 1000) -> tuple[Program, Mutation]:
-    """A valid child that differs structurally from ``program``.
+           max_tries: int = 1000, neutral: bool = False) -> tuple[Program, Mutation]:
+    """A valid child that differs structurally from ``program`` (textually, with
+    ``neutral``).
 
     Returns the child and the mutation that made it, with the counts of attempts
     discarded on the way (``Mutation.invalid``, ``Mutation.same``); raises
     MutationFailed if no valid, different child was found within ``max_tries`` attempts.
+    With ``neutral`` a child may also equal its parent once pruned (a new dead
+    statement, or a change inside dead code): such neutral children let dead code
+    accumulate that a later mutation can bring to life in one step.
     """
     parent_hash = space.hash(program)
     invalid = same = 0
@@ -181,7 +186,7 @@ def mutate(program: Program, space: Space, rng: random.Random,
             continue
         if space.invalid_reason(child) is not None:
             invalid += 1
-        elif space.hash(child) == parent_hash:
+        elif child == program or (not neutral and space.hash(child) == parent_hash):
             same += 1
         else:
             return child, replace(mutation, invalid=invalid, same=same)

@@ -62,6 +62,15 @@ def db_option(func):
         help="SQLite database file.")(func)
 
 
+def neutral_option(func):
+    return click.option(
+        "--neutral", is_flag=True,
+        help="Keep children that differ from their parent only in dead code (a statement "
+             "nothing reads): they join the population at the parent's score without "
+             "training, so dead code can build up and a later mutation can bring it to "
+             "life in one step.")(func)
+
+
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
@@ -146,6 +155,7 @@ def _op_list(family: str, spec: str) -> list[str]:
               help="Ops mutation and random programs may use: 'all', a named set "
                    "('lion': the released Lion search space's 45 functions, without the "
                    "Lion-K maps), or comma-separated op names.")
+@neutral_option
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster). "
                    "Part of what makes a run reproducible.")
@@ -162,9 +172,9 @@ def _op_list(family: str, spec: str) -> list[str]:
 @db_option
 def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
            tier: str, funnel: str, promote: int, strategy: str, start: str, selection: str | None,
-           max_seconds: float | None, op_spec: str, parallel: int, cpus_per_eval: float,
-           gpus_per_eval: float | None, address: str | None, quiet: bool,
-           db_path: Path) -> None:
+           max_seconds: float | None, op_spec: str, neutral: bool, parallel: int,
+           cpus_per_eval: float, gpus_per_eval: float | None, address: str | None,
+           quiet: bool, db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
                           tournament=tournament, seed=seed, tasks=_split(tasks), tier=tier,
@@ -172,7 +182,8 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
                           gpus_per_eval=gpus_per_eval, strategy=strategy, start=start,
                           selection=selection or "", funnel=_funnel(funnel, tier),
                           promote=promote,
-                          max_seconds=max_seconds, ops=_op_list(family, op_spec))
+                          max_seconds=max_seconds, ops=_op_list(family, op_spec),
+                          neutral=neutral)
     try:
         config.validate()
     except ValueError as exc:
@@ -261,7 +272,7 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
 def _search_kind(run: dict) -> str:
     """The family, and what set the run's search apart: random search, an op subset, a
-    costlier tier than A."""
+    costlier tier than A, neutral children kept."""
     config = run.get("config") or {}
     lines = [run["family"]]
     if config.get("tier", "A") != "A":
@@ -272,6 +283,8 @@ def _search_kind(run: dict) -> str:
         named = {ops: name for name, ops in get_space(run["family"]).op_sets}
         ops = tuple(config["ops"])
         lines.append(f"ops: {named[ops]}" if ops in named else f"{len(ops)} ops")
+    if config.get("neutral"):
+        lines.append("neutral children")
     return "\n".join(lines)
 
 
@@ -843,6 +856,7 @@ def _task_detail(task: str, r: dict) -> str:
               help="Ops mutation and random programs may use: 'all', a named set "
                    "('lion': the released Lion search space's 45 functions, without the "
                    "Lion-K maps), or comma-separated op names.")
+@neutral_option
 @click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
               help="Also run random search with the same budget, per seed.")
 @click.option("--compare-tier", type=click.Choice(["A", "B", "C", "none"]), default="B",
@@ -862,8 +876,8 @@ def _task_detail(task: str, r: dict) -> str:
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
-               tier: str, tasks: str, op_spec: str, random_baseline: bool, compare_tier: str,
-               transfer_tiers: str,
+               tier: str, tasks: str, op_spec: str, neutral: bool, random_baseline: bool,
+               compare_tier: str, transfer_tiers: str,
                report_path: Path | None, plot_path: Path | None, run_ids: str | None,
                address: str | None, quiet: bool, db_path: Path) -> None:
     """Search for Lion from AdamW (or an EvoNorm from BN-ReLU) with several seeds and
@@ -917,7 +931,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                 store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
                 population, tournament, parallel, _split(tasks), random_baseline,
                 compare, tiers, address, on_progress=progress, on_run=finished, ops=ops,
-                tier=tier)
+                tier=tier, neutral=neutral)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     _write_rediscovery(report, report_path, plot_path)

@@ -60,6 +60,9 @@ class SearchConfig:
     the seed. ``selection`` is ``fitness`` or ``pareto`` (default: pareto for layers).
     ``max_seconds`` stops the search early; it can be resumed. ``ops`` limits mutation
     and random programs to these ops of the family's space (empty: all of them).
+    ``neutral`` keeps children that differ from their parent only in dead code (served
+    by the cache at the parent's score) instead of mutating again, so dead code can
+    accumulate and a later mutation can bring it to life.
     """
 
     family: str = "optimizer"
@@ -79,6 +82,7 @@ class SearchConfig:
     promote: int = 8
     max_seconds: float | None = None
     ops: list[str] = field(default_factory=list)
+    neutral: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
@@ -296,7 +300,7 @@ class Search:
             program = make_random(self.space, config.seed, birth)
             return Pending(birth, program, self.space.hash(program), None, "random")
         parent, program, mutation = make_child(self.population, self.space, config.seed,
-                                               birth)
+                                               birth, config.neutral)
         return Pending(birth, program, self.space.hash(program), parent.individual_id,
                        str(mutation), mutation.invalid, mutation.same)
 

@@ -88,11 +88,12 @@ def child_rng(run_seed: int, birth: int) -> random.Random:
 
 
 def make_child(population: AgingPopulation, space: Space, run_seed: int,
-               birth: int) -> tuple[Member, Program, Mutation]:
-    """Select a parent by tournament and mutate it, deterministically for (seed, birth)."""
+               birth: int, neutral: bool = False) -> tuple[Member, Program, Mutation]:
+    """Select a parent by tournament and mutate it, deterministically for (seed, birth);
+    ``neutral`` keeps children that differ from the parent only in dead code."""
     rng = child_rng(run_seed, birth)
     parent = population.select(rng)
-    child, mutation = mutate(parent.program, space, rng)
+    child, mutation = mutate(parent.program, space, rng, neutral=neutral)
     return parent, child, mutation
 
 

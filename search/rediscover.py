@@ -191,11 +191,12 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                transfer_tiers: Sequence[str] = ("A", "B"), address: str | None = None,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None,
-               ops: Sequence[str] = (), tier: str = "A") -> Report:
+               ops: Sequence[str] = (), tier: str = "A", neutral: bool = False) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
     later from the run ids alone. ``ops`` limits the space (empty: all its ops);
-    ``tier`` is the tier the searches score candidates at."""
+    ``tier`` is the tier the searches score candidates at; ``neutral`` is the search's
+    option of that name (evolution keeps dead-code-only children)."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
@@ -205,7 +206,8 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
             config = SearchConfig(family=target.family, budget=budget, population=population,
                                   tournament=tournament, seed=seed, tasks=tasks,
                                   tier=tier, parallel=parallel, strategy=strategy,
-                                  max_seconds=max_seconds, ops=list(ops))
+                                  max_seconds=max_seconds, ops=list(ops),
+                                  neutral=neutral and strategy == "evolution")
             label = f"{strategy} seed {seed}"
             search = Search.start(store, config, address, on_progress=(
                 (lambda p, label=label: on_progress(label, p)) if on_progress else None))
@@ -251,7 +253,8 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
               "budget": first.budget, "max_seconds": first.max_seconds,
               "population": first.population, "tournament": first.tournament,
               "tasks": list(first.tasks), "tier": first.tier,
-              "ops": list(first.ops) or "all", "compare_tier": compare_tier,
+              "ops": list(first.ops) or "all", "neutral": first.neutral,
+              "compare_tier": compare_tier,
               "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
 

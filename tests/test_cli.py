@@ -326,6 +326,15 @@ def test_unreachable_cluster_is_one_error(tmp_path):
     assert "Error: cannot join the Ray cluster at auto" in result.stderr
 
 
+def test_search_neutral_is_recorded_with_the_run(searched, tmp_path):
+    db = tmp_path / "neutral.db"
+    result = invoke("search", "optimizer", "--budget", "3", "--neutral", "--quiet", "--db", db)
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(invoke("runs", "--json", "--db", db).output)
+    assert run["config"]["neutral"] is True
+    assert "neutral children" in invoke("runs", "--db", db).output
+
+
 def test_a_tournament_larger_than_the_population_is_noted(searched, tmp_path):
     result = invoke("search", "optimizer", "--budget", "3", "--population", "2",
                     "--tournament", "5", "--quiet", "--db", tmp_path / "small.db")

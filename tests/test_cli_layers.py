@@ -98,8 +98,9 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     report_path, plot_path = tmp_path / "report.json", tmp_path / "curve.png"
     result = invoke("rediscover", "lion", "--seeds", "1", "--budget", "5", "--population",
                     "3", "--tournament", "2", "--parallel", "2", "--tasks", "digits_mlp",
-                    "--ops", "lion", "--compare-tier", "none", "--transfer-tiers", "A", "--report",
-                    report_path, "--plot", plot_path, "--quiet", "--db", tmp_path / "r.db")
+                    "--ops", "lion", "--neutral", "--compare-tier", "none", "--transfer-tiers",
+                    "A", "--report", report_path, "--plot", plot_path, "--quiet", "--db",
+                    tmp_path / "r.db")
     assert result.exit_code == 0, result.output
     assert "rediscovering lion" in result.output
     report = json.loads(report_path.read_text())
@@ -115,9 +116,12 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
     assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]
     assert all(r["config"]["ops"] == list(LION_SPACE_OPS) for r in runs)
+    assert [r["config"]["neutral"] for r in runs] == [True, False]  # random has no parents
     assert len(report["config"]["ops"]) == 45 and report["config"]["tier"] == "A"
+    assert report["config"]["neutral"] is True
     table = invoke("runs", "--db", tmp_path / "r.db").output
     assert table.count("ops: lion") == 2 and table.count("random search") == 1
+    assert table.count("neutral children") == 1
     # The report rebuilds from the recorded runs alone, with no search.
     rebuilt_path = tmp_path / "rebuilt.json"
     rebuilt = invoke("rediscover", "lion", "--runs", "1,2", "--compare-tier", "none",

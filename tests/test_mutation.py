@@ -337,3 +337,20 @@ def test_mutation_failed_carries_the_counts():
     assert failed.value.invalid + failed.value.same == len(spy.checked) > 0
     assert (failed.value.invalid, failed.value.same) == _expected_counts(
         tiny, tiny.seed(), spy.checked)
+
+
+def test_neutral_mutation_also_keeps_children_that_differ_only_in_dead_code():
+    parent = SPACE.seed()
+    parent_hash = SPACE.hash(parent)
+    neutral = 0
+    for seed in range(300):
+        child, mutation = mutate(parent, SPACE, random.Random(seed), neutral=True)
+        assert SPACE.invalid_reason(child) is None
+        assert child != parent, (seed, mutation)
+        if SPACE.hash(child) == parent_hash:
+            neutral += 1
+            assert SPACE.prune(child) == SPACE.prune(parent)
+        plain, _ = mutate(parent, SPACE, random.Random(seed))
+        assert SPACE.hash(plain) != parent_hash
+    # A new dead statement or a change in dead code: common, but not every child.
+    assert 20 < neutral < 280

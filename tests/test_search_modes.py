@@ -136,6 +136,27 @@ def test_search_on_two_tasks_scores_each(tmp_path, ray_local):
     assert all(set(i["metrics"]["scores"]) == set(scores) for i in ok)
 
 
+def test_neutral_children_join_the_population_at_their_parents_score(tmp_path, ray_local):
+    with Store.open(tmp_path / "n.db") as store:
+        run_id = Search.start(store, small(budget=16, neutral=True)).run()
+        individuals = store.individuals(run_id)
+        config = store.run(run_id)["config"]
+    by_id = {i["id"]: i for i in individuals}
+    neutral = [i for i in individuals[1:]
+               if i["program_hash"] == by_id[i["parent_id"]]["program_hash"]]
+    assert neutral  # this seed's run has some, and none was trained again
+    for child in neutral:
+        parent = by_id[child["parent_id"]]
+        assert child["cache_hit"] and child["discarded_same"] == 0
+        assert (child["status"], child["fitness"]) == (parent["status"], parent["fitness"])
+        # Recorded with its own text: the parent's program plus its new dead code.
+        assert child["text"] != parent["text"]
+        assert child["pruned_text"] == parent["pruned_text"]
+    # Some neutral child was the parent of a later child: it took part in tournaments.
+    assert {i["parent_id"] for i in individuals} & {i["id"] for i in neutral}
+    assert SearchConfig.from_dict(config).neutral  # a resumed run makes the same children
+
+
 def test_funnel_promotes_the_best_to_tier_b(tmp_path, ray_local):
     config = small(budget=5, funnel=["B"], promote=1)
     with Store.open(tmp_path / "f.db") as store:
