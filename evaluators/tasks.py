@@ -12,6 +12,10 @@ the same vectorized run, and the raw metric is the best scale's mean over seeds,
 program is not judged by a learning-rate constant it happened to inherit (sign-based
 updates such as Lion want a larger one than the AdamW seed's ``lr * 0.001``). The seed's
 reference metric is taken over the same scales.
+
+Before training, a rule that the fingerprint probe shows cannot train (it ignores the
+sign of ``g``, climbs the gradient, or blows up at once: ``programs/futility.py``) is
+rejected with a reason starting ``static:``, at the cost of two probe runs.
 """
 
 from __future__ import annotations
@@ -138,7 +142,20 @@ class TrainingTask(Task):
         return _SEED_METRICS[key]
 
     def evaluate(self, program: Program) -> EvalResult:
+        """Refuse a rule the probe shows cannot train (``static: ...``), else train it
+        and normalize its metric by the seed's."""
+        from ..programs.space import OptimizerSpace
+
         start = time.perf_counter()
+        futile = None
+        if self.settings.filters.probe_checks:
+            try:
+                futile = OptimizerSpace.futile_reason(program)
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                pass  # a program that cannot run fails in training, with its error
+        if futile is not None:
+            return EvalResult(None, "rejected", f"static: {futile}", {"steps": 0},
+                              time.perf_counter() - start)
         result = self.run(program)
         if result.ok and self.normalize:
             reference = self.seed_metric()

@@ -83,6 +83,8 @@ class Filters:
     progress_step: int | None = 50  # None: never check progress
     progress_ratio: float = 0.98  # training loss at progress_step must be below this x initial
     time_limit: float | None = None  # seconds for the whole run; None: no limit
+    # Before training, refuse rules the fingerprint probe shows cannot train (tasks.py).
+    probe_checks: bool = True
 
 
 class ProgramOutputError(ValueError):

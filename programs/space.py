@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from . import analysis, fingerprint, symbolic
+from . import analysis, fingerprint, futility, symbolic
 from . import recognize as recognition
 from .ops import LION_K_OPS, LION_SPACE_OPS
 from .program import Program, ProgramError, format_listing, parse_program
@@ -122,6 +122,11 @@ class Space:
         Family-specific: a space subclass says what running a program means."""
         raise NotImplementedError(f"the {self.family} space has no functional probe")
 
+    def futile_reason(self, program: Program) -> str | None:
+        """Why the program cannot train, judged by running it on the probe, or None.
+        Evaluators ask before training; a space without such checks says None."""
+        return None
+
     def simplify(self, program: Program) -> symbolic.SymbolicProgram:
         """The pruned program as simplified SymPy expressions (raises SymbolicError)."""
         return symbolic.to_sympy(program, self.inputs, self.outputs, self.state)
@@ -143,6 +148,11 @@ class OptimizerFamily(Space):
     def probe(self, program: Program) -> tuple[str, bool]:
         return fingerprint.fingerprint_and_finite(self.prune(program), self.outputs,
                                                   self.state, self.family)
+
+    def futile_reason(self, program: Program) -> str | None:
+        if self.invalid_reason(program) is not None:
+            return None  # nothing to judge: training reports what is wrong with it
+        return futility.futile_reason(self.prune(program), self.state)
 
     def recognize(self, program: Program) -> recognition.Recognition | None:
         return recognition.recognize(program, self.inputs, self.outputs, self.state)

@@ -30,7 +30,9 @@ from evoprog.programs.space import OptimizerSpace
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BROKEN = "update = g * 0.0"
-NO_FILTERS = Filters(progress_step=None)
+NO_FILTERS = Filters(progress_step=None, probe_checks=False)
+# Tier A's filters without the probe checks, so each numeric filter is the one to fire.
+NUMERIC_ONLY = dataclasses.replace(DigitsMLP.TIER_SETTINGS["A"].filters, probe_checks=False)
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +162,36 @@ def test_batched_seeds_match_seeds_run_alone():
     ("update = g * 1e-12", "no progress", 50),
 ])
 def test_rejection_filters(text, reason, max_step):
-    result = evaluate(parse_program(text))
+    result = evaluate(parse_program(text), filters=NUMERIC_ONLY)
     assert (result.status, result.reason, result.fitness) == ("rejected", reason, None)
     assert 1 <= result.metrics["stopped_at_step"] <= max_step
     assert result.metrics["steps"] <= result.metrics["stopped_at_step"]
 
 
 def test_no_progress_fires_at_step_50_and_stops_training():
-    result = evaluate(parse_program(BROKEN))
+    result = evaluate(parse_program(BROKEN), filters=NUMERIC_ONLY)
     assert result.reason == "no progress"
     assert result.metrics["stopped_at_step"] == result.metrics["steps"] == 50
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BROKEN, "the update ignores the sign of g"),
+    ("a = abs(g)\nupdate = a * lr", "the update ignores the sign of g"),
+    ("z = g - g\nwd = w * 0.01\nupdate = wd + z", "the update ignores the sign of g"),
+    ("update = g * -10.0", "the update climbs the gradient at every probe step"),
+    ("update = g * 1e9", "the first update exceeds 1000 at every gradient scale"),
+])
+def test_probe_checks_refuse_futile_rules_before_training(text, reason):
+    result = evaluate(parse_program(text))
+    assert (result.status, result.reason, result.fitness) == ("rejected", f"static: {reason}",
+                                                              None)
+    assert result.metrics["steps"] == 0 and result.seconds < 1.0
+
+
+@pytest.mark.parametrize("name", [k for k, known in KNOWN.items()
+                                  if known.family == "optimizer"])
+def test_probe_checks_pass_every_known_optimizer(name):
+    assert OptimizerSpace.futile_reason(KNOWN[name].program()) is None
 
 
 def test_op_that_raises_fails_the_program(monkeypatch):

@@ -3,6 +3,7 @@ filters (time limit included) fire, and the funnel promotes only the best."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -35,6 +36,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL = [DigitsMLP, DigitsCNN, CharLM]
 FLOOR = {"digits_mlp": 0.85, "digits_cnn": 0.7, "char_lm": 0.2}  # seed's metric at tier A
+
+
+def _numeric_only(cls: type) -> Filters:
+    """Tier A's filters without the probe checks, so the numeric filters decide."""
+    return dataclasses.replace(cls.TIER_SETTINGS["A"].filters, probe_checks=False)
 
 
 def test_registry_tiers_and_suite():
@@ -102,8 +108,12 @@ def test_seed_beats_broken_programs(cls):
     seed = cls(normalize=False).evaluate(OptimizerSpace.seed())
     assert seed.status == "ok", seed.reason
     assert seed.fitness == seed.metrics["metric"] > FLOOR[cls.name]
-    broken = cls(normalize=False).evaluate(parse_program("update = g * 0.0"))
+    zero = parse_program("update = g * 0.0")
+    broken = cls(normalize=False, filters=_numeric_only(cls)).evaluate(zero)
     assert (broken.status, broken.reason) == ("rejected", "no progress")
+    refused = cls(normalize=False).evaluate(zero)  # the probe shows it cannot train
+    assert (refused.status, refused.reason) == ("rejected",
+                                                "static: the update ignores the sign of g")
     tiny = cls(normalize=False, filters=Filters(progress_step=None)).evaluate(
         parse_program("update = g * 1e-9"))
     assert tiny.status == "ok" and tiny.fitness < seed.fitness - 0.15
@@ -127,7 +137,7 @@ def test_normalized_fitness_is_bit_for_bit_reproducible(cls):
     ("update = g * 1e-12", "no progress"),
 ])
 def test_numeric_filters(cls, text, reason):
-    result = cls(normalize=False).evaluate(parse_program(text))
+    result = cls(normalize=False, filters=_numeric_only(cls)).evaluate(parse_program(text))
     assert (result.status, result.reason, result.fitness) == ("rejected", reason, None)
     assert result.metrics["stopped_at_step"] <= cls.TIER_SETTINGS["A"].filters.progress_step
 
