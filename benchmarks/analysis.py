@@ -92,8 +92,8 @@ def _mutation_counts() -> Iterator[dict[int, tuple[int, int]]]:
     counts: dict[int, tuple[int, int]] = {}
     real: Callable = driver.make_child
 
-    def recording(population, space, run_seed, birth):
-        parent, child, mutation = real(population, space, run_seed, birth)
+    def recording(population, space, run_seed, birth, *rest):
+        parent, child, mutation = real(population, space, run_seed, birth, *rest)
         counts[birth] = (mutation.invalid, mutation.same)
         return parent, child, mutation
 

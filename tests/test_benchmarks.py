@@ -1,0 +1,105 @@
+"""Every benchmark runs from the command line on a tiny budget and prints its figures.
+
+The figures themselves are measured at full size (benchmarks/README.md); these runs only
+check that each script still works end to end against the current code and that its
+closing lines are there and hold numbers in range.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 240) -> str:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def figure(output: str, name: str) -> float:
+    """The value of the closing line ``name: <number>``."""
+    found = re.findall(rf"^{name}: ([-+0-9.eE]+)$", output, flags=re.MULTILINE)
+    assert found, f"no line {name!r} in:\n{output[-2000:]}"
+    return float(found[-1])
+
+
+def test_analysis_real_search_then_report(tmp_path):
+    db = tmp_path / "analysis.db"
+    out = run_benchmark("analysis.py", "--children", "40", "--population", "8",
+                        "--tournament", "3", "--db", str(db))
+    served = figure(out, "served_without_training")
+    assert 0 < served < 1 and 0 < figure(out, "analysis_ms_median") < 1000
+    again = run_benchmark("analysis.py", "--report", str(db))
+    assert figure(again, "served_without_training") == served
+    audit = run_benchmark("fingerprint_audit.py", str(db))
+    assert "| optimizer: fingerprint in use |" in audit
+
+
+def test_analysis_surrogate():
+    out = run_benchmark("analysis.py", "--surrogate", "--children", "200")
+    assert 0 < figure(out, "served_without_training") < 1
+
+
+def test_reachability_both_targets_with_neutral_children(tmp_path):
+    for target in ("lion", "evonorm"):
+        out = run_benchmark("reachability.py", "--target", target, "--seeds", "1",
+                            "--budget", "150", "--population", "8", "--tournament", "3",
+                            "--neutral", "--db", str(tmp_path / f"{target}.db"))
+        assert f"agreement with {target}" in out and "neutral children kept" in out
+        rows = re.findall(r"^(evolution|random) +0 +\d+ +(yes|no) .* ([0-9.]+) +\S+$", out,
+                          flags=re.MULTILINE)
+        assert [row[0] for row in rows] == ["evolution", "random"], out
+        assert all(0 < float(row[2]) <= 1 for row in rows)
+        for strategy in ("evolution", "random"):
+            assert re.search(rf"^{strategy}_found: [01] of 1", out, flags=re.MULTILINE)
+
+
+def test_throughput():
+    out = run_benchmark("throughput.py", "--repeats", "1", "--seeds", "1", "--scales", "1")
+    assert figure(out, "throughput_ratio") > 0
+    assert 0 < figure(out, "train_time_share") <= 1
+
+
+def test_step_parts():
+    out = run_benchmark("step_parts.py", "--calls", "5", "--rounds", "1")
+    assert figure(out, "update_in_place_speedup") > 0
+    assert figure(out, "log_softmax_speedup") > 0
+
+
+def test_optimizer_step():
+    out = run_benchmark("optimizer_step.py", "--layers", "2", "--steps", "3", "--rounds", "1")
+    assert figure(out, "exported_adamw_foreach_speedup") > 0
+
+
+def test_calibrate_grid():
+    out = run_benchmark("calibrate.py", "--tiers", "A", "--tasks", "digits_mlp",
+                        "--optimizers", "adamw_paper,lion", "--scales", "1")
+    assert "adamw_paper" in out and "lion" in out
+
+
+def test_scaling():
+    out = run_benchmark("scaling.py", "--budget", "12", "--parallel", "4", "--pairs", "1",
+                        "--driver-budget", "60", "--host-evals", "1", timeout=380)
+    assert figure(out, "scale_2_workers") > 0
+    assert figure(out, "driver_results_per_s") > 0
+
+
+def test_devices_measures_the_cpu_without_a_gpu():
+    out = run_benchmark("devices.py", "--tasks", "digits_mlp", "--tiers", "A", "--evals", "2")
+    assert figure(out, "evals_per_s cpu digits_mlp@A") > 0
+
+
+def test_layers_spread():
+    out = run_benchmark("layers.py", "--spread", "1")
+    rows = re.findall(r"^(bn_relu|gn_relu|evonorm_b0|evonorm_s0) +([0-9.]+) ", out,
+                      flags=re.MULTILINE)
+    assert [name for name, _ in rows] == ["bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0"]
+    assert all(0 < float(fitness) <= 1 for _, fitness in rows)
