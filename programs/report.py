@@ -1,4 +1,5 @@
-"""A readable account of one program: pruned, simplified, and what it is known as."""
+"""A readable account of one program: pruned, simplified, what it is known as, and
+whether the probe shows it cannot train."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ class Description:
     simplified: str | None  # None when SymPy could not express the program
     latex: str | None
     recognized: Recognition | None
+    cannot_train: str | None = None  # why an evaluator refuses it before training
 
     def to_json(self, latex: bool = False) -> dict:
         out = {"pruned": self.pruned, "simplified": self.simplified,
-               "recognized": self.recognized.to_json() if self.recognized else None}
+               "recognized": self.recognized.to_json() if self.recognized else None,
+               "cannot_train": self.cannot_train}
         if latex:
             out["latex"] = self.latex
         return out
@@ -32,4 +35,9 @@ def describe(space: Space, program: Program) -> Description:
         simplified, latex = sym.text(), sym.latex()
     except (SymbolicError, RecursionError, OverflowError):
         simplified = latex = None
-    return Description(format_program(pruned), simplified, latex, space.recognize(pruned))
+    try:
+        futile = space.futile_reason(pruned)
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        futile = None  # the probe cannot run it: training would say why
+    return Description(format_program(pruned), simplified, latex, space.recognize(pruned),
+                       futile)

@@ -412,6 +412,7 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
         analysis = description.to_json(latex=with_latex)
         print_json({**ind, "simplified": analysis["simplified"],
                     "recognized": analysis["recognized"],
+                    "cannot_train": analysis["cannot_train"],
                     **({"latex": analysis["latex"]} if with_latex else {})})
         return
     console.print(f"[bold]individual {ind['id']}[/] of run {ind['run_id']}, birth "
@@ -509,6 +510,9 @@ def _print_description(description: Description, with_latex: bool, pruned: bool)
     recognized = description.recognized
     console.print(f"\n[bold]recognized[/] {recognized if recognized else '-'}",
                   highlight=False)
+    if description.cannot_train:
+        console.print(f"[bold]cannot train[/] {description.cannot_train} (refused before "
+                      "training)", highlight=False, markup=True)
 
 
 @cli.command()

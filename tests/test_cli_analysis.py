@@ -62,8 +62,20 @@ def test_analyze_text_and_latex(tmp_path):
     assert "m_t = 0.1*g + 0.9*m_{t-1}" in result.output
     assert r"\sqrt{0.001 g^{2} + 0.999 v_{t-1}}" in result.output
     assert "AdamWPaper (beta1=0.9, beta2=0.999, weight_decay=0.01, lr=0.001)" in result.output
+    assert "cannot train" not in result.output
     unknown = invoke("analyze", "-", "--json", input="update = cosh(g)")
     assert json.loads(unknown.output)["recognized"] is None
+
+
+def test_analyze_says_when_a_rule_cannot_train():
+    blind = "g2 = square(g)\nupdate = g2 * lr\n"
+    result = invoke("analyze", "-", input=blind)
+    assert result.exit_code == 0, result.output
+    assert "cannot train the update ignores the sign of g" in result.output
+    data = json.loads(invoke("analyze", "-", "--json", input=blind).output)
+    assert data["cannot_train"] == "the update ignores the sign of g"
+    seed = json.loads(invoke("analyze", "-", "--json", input=S.seed_text).output)
+    assert seed["cannot_train"] is None
 
 
 def test_long_latex_stays_on_one_line(tmp_path):
@@ -95,6 +107,7 @@ def test_show_prints_simplified_and_recognized(db):
     data = json.loads(invoke("show", 1, "--json", "--db", db).output)
     assert data["recognized"]["family"] == "adamw_paper"
     assert data["simplified"].startswith("update = ")
+    assert data["cannot_train"] is None and "cannot train" not in result.output
 
 
 def test_runs_reports_generation_stats(db):
