@@ -14,7 +14,8 @@ updates such as Lion want a larger one than the AdamW seed's ``lr * 0.001``). Th
 reference metric is taken over the same scales.
 
 Before training, a rule that the fingerprint probe shows cannot train (it ignores the
-sign of ``g``, climbs the gradient, or blows up at once: ``programs/futility.py``) is
+sign of ``g``, climbs the gradient, or starts with far too large a step:
+``programs/futility.py``) is
 rejected with a reason starting ``static:``, at the cost of two probe runs.
 """
 

@@ -11,12 +11,18 @@ with the state carried and ``w -= update``):
 - **ascent**: at every step and in every row the update climbs the gradient
   (``sum(update * g) < 0``);
 - **blow-up**: the first update moves some weight by more than ``BLOW_UP`` in every row,
-  whatever the gradient's magnitude.
+  whatever the gradient's magnitude;
+- **too large a step**: the first update moves at least half the weights by
+  ``LARGEST_STEP`` or more in every row. The search feeds ``lr`` = 1 at the first step
+  and tier A only multiplies it by 1 to 10, so such a rule starts with steps larger than
+  a network's initial weights (the best sign-based steps on the proxy tasks are 3e-3 to
+  1e-2; no child that training kept in the searches below moved half its weights by more
+  than 0.072 in every row).
 
 Such children used to be trained until a numeric filter stopped them. Replayed on the
 stores of two searches from the AdamW seed (``benchmarks/analysis.py``), the checks
-refuse 486 of the 3,182 children that training rejected in a 19,067-child search and
-126 of 757 in a 2,000-child one, and none of the 4,084 and 949 it kept.
+refuse 1,630 of the 3,182 children that training rejected in a 19,067-child search and
+287 of 757 in a 2,000-child one, and none of the 4,084 and 949 it kept.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .fingerprint import PROBE, Probe, quantized_bytes, updates
 from .program import Program
 
 BLOW_UP = 1e3
+LARGEST_STEP = 0.3
 # The probe with every gradient negated, and all else (weights, lr, steps) the same.
 NEGATED: Probe = replace(PROBE, grads=tuple(-g for g in PROBE.grads))
 
@@ -40,6 +47,10 @@ def futile_reason(program: Program, state: tuple[str, ...]) -> str | None:
         return "the update ignores the sign of g"
     if bool(((ups * torch.stack(PROBE.grads)).sum(-1) < 0).all()):
         return "the update climbs the gradient at every probe step"
-    if bool((ups[0].abs().amax(-1) > BLOW_UP).all()):
+    first = ups[0].abs()
+    if bool((first.amax(-1) > BLOW_UP).all()):
         return f"the first update exceeds {BLOW_UP:g} at every gradient scale"
+    if bool((first.median(-1).values >= LARGEST_STEP).all()):
+        return (f"the first update moves half the weights by {LARGEST_STEP:g} or more at "
+                "every gradient scale")
     return None

@@ -180,12 +180,16 @@ def test_no_progress_fires_at_step_50_and_stops_training():
     ("z = g - g\nwd = w * 0.01\nupdate = wd + z", "the update ignores the sign of g"),
     ("update = g * -10.0", "the update climbs the gradient at every probe step"),
     ("update = g * 1e9", "the first update exceeds 1000 at every gradient scale"),
+    ("s = sign(g)\nupdate = s * 0.5",
+     "the first update moves half the weights by 0.3 or more at every gradient scale"),
 ])
 def test_probe_checks_refuse_futile_rules_before_training(text, reason):
     result = evaluate(parse_program(text))
     assert (result.status, result.reason, result.fitness) == ("rejected", f"static: {reason}",
                                                               None)
     assert result.metrics["steps"] == 0 and result.seconds < 1.0
+    trained = evaluate(parse_program(text), filters=NUMERIC_ONLY)  # what training says
+    assert trained.status == "rejected" and not trained.reason.startswith("static")
 
 
 @pytest.mark.parametrize("name", [k for k, known in KNOWN.items()
