@@ -13,9 +13,9 @@ import sys
 import pytest
 from ray_nodes import Cluster, ray_env, wait_for
 
-OPTIONS = ["--budget", "14", "--population", "6", "--tournament", "3", "--parallel", "2",
+OPTIONS = ["--budget", "30", "--population", "6", "--tournament", "3", "--parallel", "2",
            "--seed", "3", "--quiet"]
-BUDGET = 14
+BUDGET = 30
 TIMEOUT = 120
 
 
