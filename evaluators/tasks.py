@@ -80,7 +80,7 @@ class TrainingTask(Task):
 
     Subclasses give ``TIER_SETTINGS``, ``model()``, ``data()`` and ``metric()``.
     Keyword overrides replace single settings of the chosen tier, e.g.
-    ``DigitsMLP(steps=30)``.
+    ``DigitsMLP(steps=30)``; ``probe_checks=False`` turns off just that filter.
     """
 
     family = "optimizer"
@@ -98,7 +98,11 @@ class TrainingTask(Task):
             overrides["lr_scales"] = tuple(float(s) for s in overrides["lr_scales"])
         if overrides.get("filters") is None:
             overrides.pop("filters", None)
+        probe_checks = overrides.pop("probe_checks", None)
         self.settings = replace(self.TIER_SETTINGS[tier], **overrides)
+        if probe_checks is not None:  # this one filter, the tier's others kept
+            self.settings = replace(self.settings, filters=replace(
+                self.settings.filters, probe_checks=bool(probe_checks)))
 
     def __getattr__(self, name: str) -> Any:  # task.steps, task.seeds, ...
         settings = self.__dict__.get("settings")

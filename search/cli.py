@@ -752,10 +752,13 @@ def _target(target: str, family: str, db_path: Path,
                    "(default: the tier's: 1,3,10 at A, 1 at B and C).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch threads; 1 scores exactly as the search's workers do.")
+@click.option("--no-probe-checks", "train_anyway", is_flag=True,
+              help="Train optimizers that the probe shows cannot train, instead of "
+                   "refusing them (as the search does).")
 @json_option
 @db_option
 def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_scales: str,
-             threads: int, as_json: bool, db_path: Path) -> None:
+             threads: int, train_anyway: bool, as_json: bool, db_path: Path) -> None:
     """Score programs on proxy tasks at one tier, as a search scores its candidates:
     fitness relative to the AdamW seed (optimizers) or mean accuracy (layers).
 
@@ -776,12 +779,17 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
         except ValueError:
             raise click.BadParameter(f"expected positive numbers such as 1,3,10, got "
                                      f"{lr_scales!r}", param_hint="--lr-scales") from None
+    if train_anyway:
+        overrides["probe_checks"] = False
     plans = []  # (family, label, program, task names), all checked before any training
     for target in targets:
         program_family, label, program, _, _ = _target(target, family, db_path)
         if overrides and program_family != "optimizer":
-            raise UserError(f"{label} is {_a(program_family)} program; --lr-scales is for "
-                            "optimizers")
+            options = " and ".join(name for name, used in (("--lr-scales", lr_scales),
+                                                             ("--no-probe-checks",
+                                                              train_anyway)) if used)
+            raise UserError(f"{label} is {_a(program_family)} program; {options}: for "
+                            "optimizers only")
         names = _split(tasks) or list(DEFAULT_TASKS[program_family])
         plans.append((program_family, label, program, names))
         for name in names:

@@ -195,6 +195,9 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
     assert rows[1]["fitness"] == 1.0 and rows[1]["per_task"]["digits_mlp"]["lr_scale"] == 3
     assert rows[1]["lr_scales"] == [1.0, 3.0, 10.0]  # the tier's scales, as trained
     assert rows[2]["status"] == "rejected" and rows[2]["fitness"] is None
+    assert rows[2]["reason"] == "static: the update climbs the gradient at every probe step"
+    trained = json.loads(invoke("evaluate", text, "--no-probe-checks", "--json").stdout)[0]
+    assert (trained["status"], trained["reason"]) == ("rejected", "diverged")  # by training
     table = invoke("evaluate", "signum", "--tasks", "char_lm").output
     assert "tier A" in table and "char_lm:" in table
     one = json.loads(invoke("evaluate", "adamw_paper", "sgd", "--lr-scales", "1",
@@ -214,6 +217,8 @@ def test_evaluate_refuses_what_it_cannot_score(searched):
     assert_clean_error(invoke("evaluate", "lion", "--tier", "D"), "Invalid value")
     assert_clean_error(invoke("evaluate", "lion", "--lr-scales", "1,-3"), "positive numbers")
     assert_clean_error(invoke("evaluate", "bn_relu", "--lr-scales", "1"), "for optimizers")
+    assert_clean_error(invoke("evaluate", "bn_relu", "--no-probe-checks"),
+                       "--no-probe-checks: for optimizers only")
 
 
 # -- bad input: one clear line, non-zero exit, nothing changed -----------------------------

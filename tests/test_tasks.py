@@ -43,6 +43,15 @@ def _numeric_only(cls: type) -> Filters:
     return dataclasses.replace(cls.TIER_SETTINGS["A"].filters, probe_checks=False)
 
 
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+def test_probe_checks_override_keeps_the_tiers_other_filters(cls):
+    for tier in TIERS:
+        task = cls(tier, probe_checks=False)
+        assert task.settings.filters == dataclasses.replace(
+            cls.TIER_SETTINGS[tier].filters, probe_checks=False)
+        assert cls(tier).settings.filters.probe_checks
+
+
 def test_registry_tiers_and_suite():
     assert set(DEFAULT_SUITE) <= set(TASKS) == {"digits_mlp", "digits_cnn", "char_lm"}
     for name in TASKS:
