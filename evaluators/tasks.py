@@ -15,8 +15,8 @@ reference metric is taken over the same scales.
 
 Before training, a rule that the fingerprint probe shows cannot train (it ignores the
 sign of ``g``, climbs the gradient, or starts with far too large a step:
-``programs/futility.py``) is
-rejected with a reason starting ``static:``, at the cost of two probe runs.
+``programs/futility.py``) is rejected with a reason starting ``static:``, at the cost of
+two probe runs.
 """
 
 from __future__ import annotations
@@ -152,12 +152,8 @@ class TrainingTask(Task):
         from ..programs.space import OptimizerSpace
 
         start = time.perf_counter()
-        futile = None
-        if self.settings.filters.probe_checks:
-            try:
-                futile = OptimizerSpace.futile_reason(program)
-            except (RuntimeError, ValueError, TypeError, IndexError):
-                pass  # a program that cannot run fails in training, with its error
+        futile = (OptimizerSpace.futile_reason(program)
+                  if self.settings.filters.probe_checks else None)
         if futile is not None:
             return EvalResult(None, "rejected", f"static: {futile}", {"steps": 0},
                               time.perf_counter() - start)

@@ -35,9 +35,5 @@ def describe(space: Space, program: Program) -> Description:
         simplified, latex = sym.text(), sym.latex()
     except (SymbolicError, RecursionError, OverflowError):
         simplified = latex = None
-    try:
-        futile = space.futile_reason(pruned)
-    except (RuntimeError, ValueError, TypeError, IndexError):
-        futile = None  # the probe cannot run it: training would say why
     return Description(format_program(pruned), simplified, latex, space.recognize(pruned),
-                       futile)
+                       space.futile_reason(pruned))

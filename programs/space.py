@@ -123,7 +123,8 @@ class Space:
         raise NotImplementedError(f"the {self.family} space has no functional probe")
 
     def futile_reason(self, program: Program) -> str | None:
-        """Why the program cannot train, judged by running it on the probe, or None.
+        """Why the program cannot train, judged by running it on the probe, or None
+        (also for a program the probe cannot run: training then says what is wrong).
         Evaluators ask before training; a space without such checks says None."""
         return None
 
@@ -152,7 +153,10 @@ class OptimizerFamily(Space):
     def futile_reason(self, program: Program) -> str | None:
         if self.invalid_reason(program) is not None:
             return None  # nothing to judge: training reports what is wrong with it
-        return futility.futile_reason(self.prune(program), self.state)
+        try:
+            return futility.futile_reason(self.prune(program), self.state)
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return None  # the probe cannot run it: training fails it, with its error
 
     def recognize(self, program: Program) -> recognition.Recognition | None:
         return recognition.recognize(program, self.inputs, self.outputs, self.state)

@@ -512,7 +512,7 @@ def _print_description(description: Description, with_latex: bool, pruned: bool)
                   highlight=False)
     if description.cannot_train:
         console.print(f"[bold]cannot train[/] {description.cannot_train} (refused before "
-                      "training)", highlight=False, markup=True)
+                      "training)", highlight=False)
 
 
 @cli.command()
