@@ -220,6 +220,7 @@ def report(store: Store, run_id: int, wall: float | None = None,
     best = stats["best_fitness"]
     print(f"  {'best fitness (1.0 = the AdamW seed)':<50} "
           f"{'-' if best is None else f'{best:.4f}':>7}")
+    _print_probe_replay(space, rows)
     print("\nby stretch of the run (the cache pays more as the population concentrates):")
     print(f"  {'children':<14} {'generated':>9} {'trained':>8} {'served':>7}")
     for first, last, generated_part, trained_part in _stretches(rows, WINDOWS):
@@ -230,6 +231,30 @@ def report(store: Store, run_id: int, wall: float | None = None,
     print(f"redundant_fraction: {stats['redundant_fraction']:.3f}")
     print(f"served_without_training: {served / generated:.3f}")
     print(f"analysis_ms_median: {median_ms:.2f}")
+
+
+def _print_probe_replay(space: Space, rows: list[dict]) -> None:
+    """What the evaluator's probe checks (``Space.futile_reason``) refuse today among the
+    children this store's run trained: for a run made before them, how many trainings
+    they would have saved, and that they refuse none of the children training kept."""
+    refused: Counter[str] = Counter()
+    trained = Counter(ok=0, rejected=0)
+    for row in rows:
+        if row["birth"] == 0 or row["cache_hit"] or (row["reason"] or "").startswith(
+                "static"):
+            continue
+        kind = "ok" if row["status"] == "ok" else "rejected"
+        trained[kind] += 1
+        reason = space.futile_reason(parse_program(row["text"]))
+        if reason is not None:
+            refused[kind] += 1
+            refused[reason] += 1
+    print(f"  {'trained children the probe checks now refuse':<50} "
+          f"{refused['rejected'] + refused['ok']:>7}  of {trained['rejected']} rejected "
+          f"by training, {refused['ok']} of {trained['ok']} kept")
+    for reason, n in refused.most_common():
+        if reason not in ("ok", "rejected"):
+            print(f"    {reason:<76} {n:>5}")
 
 
 def surrogate_fitness(fingerprint: str) -> float:
