@@ -1,6 +1,6 @@
 """Evaluations per second: evoprog's batched evaluator against per-model training loops.
 
-    python benchmarks/throughput.py [--seeds 2] [--scales 1,3,10] [--repeats 3]
+    python benchmarks/throughput.py [--seeds 2] [--scales 1,3,10] [--repeats 3] [--no-machine]
 
 One evaluation = the AdamW program scored on the digits_mlp tier-A task (MLP
 64-128-128-10, 200 steps, batch 128, cosine schedule): every seed trained at every
@@ -20,11 +20,29 @@ All use the same initial weights, data, steps, batch size, minibatch order and s
 the three should reach (nearly) the same accuracy. The train-time share is the fraction
 of evoprog's evaluation time spent in the training loop (not set-up, data, initial or
 final loss evaluation, or reporting).
+
+Then the whole machine, all cores busy (skip with ``--no-machine``), in rounds that
+alternate the ways:
+
+* evoprog as a search runs it: one local Ray worker per core, one torch thread each,
+  every evaluation a Ray task that also normalizes against the seed (computed once per
+  worker in the warm-up, as in any search after its first evaluations);
+* the same torch.optim loop in one process with torch's default thread count, as a user
+  runs it;
+* that loop in one process per core, one thread each: a user who also runs one
+  evaluation per core.
+
+``throughput_ratio`` compares the first table's one-thread rows;
+``machine_throughput_ratio`` evoprog on all cores against the user's loop as run, and
+``machine_ratio_vs_parallel_loops`` against one loop per core.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +58,9 @@ from evoprog.evaluators.tasks import DigitsMLP
 from evoprog.evaluators.trainer import batch_order, cosine_schedule
 from evoprog.programs.known import KNOWN
 from evoprog.programs.optimizer import ProgramOptimizer
+
+DEFAULT_THREADS = torch.get_num_threads()
+"""Torch's own thread count for this machine, read before anything changes it."""
 
 
 def per_model_loop(seeds: int, scales: tuple[float, ...], steps: int, batch: int,
@@ -83,12 +104,91 @@ def per_model_loop(seeds: int, scales: tuple[float, ...], steps: int, batch: int
     return best
 
 
+def user_evaluation(seeds: int, scales: tuple[float, ...], steps: int, batch: int,
+                    hidden: tuple[int, ...], lr: float) -> float:
+    """One evaluation by the user's torch.optim AdamW loop (a top-level function, so that
+    worker processes can run it)."""
+    return per_model_loop(seeds, scales, steps, batch, hidden,
+                          lambda p, s: torch.optim.AdamW(p, lr=lr * s, weight_decay=0.01))
+
+
+def _user_evaluation_of(settings: tuple) -> float:
+    return user_evaluation(*settings)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def whole_machine(cores: int, rounds: int, per_core: int, seeds: int,
+                  scales: tuple[float, ...], steps: int, batch: int,
+                  hidden: tuple[int, ...], lr: float) -> dict[str, list[float]]:
+    """Evaluations per second of each way with all ``cores`` busy, one figure per round;
+    each round runs ``per_core`` evaluations per core (the user's single loop: per_core).
+    Also returns each way's last validation accuracy under ``"<way> accuracy"``."""
+    import ray
+
+    from evoprog.search.workers import start_ray
+
+    @ray.remote
+    def evoprog_evaluation(text: str) -> float:
+        from evoprog.evaluators import evaluate
+        from evoprog.programs.program import parse_program
+
+        torch.set_num_threads(1)
+        result = evaluate(parse_program(text), "digits_mlp", "A", seeds=range(seeds),
+                          lr_scales=scales)
+        return result.metrics["val_accuracy"]
+
+    text = str(KNOWN["adamw"].program())
+    user = (seeds, scales, steps, batch, hidden, lr)
+    start_ray(num_cpus=cores)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        cores, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+    rates: dict[str, list[float]] = {"evoprog": [], "loop": [], "parallel": []}
+    accuracy: dict[str, float] = {}
+    try:
+        # warm-up: every worker and process imports torch, loads the data, and (evoprog)
+        # scores the seed it normalizes against
+        ray.get([evoprog_evaluation.remote(text) for _ in range(2 * cores)])
+        list(pool.map(_user_evaluation_of, [user] * (2 * cores)))
+        for _ in range(rounds):
+            n = per_core * cores
+            start = time.perf_counter()
+            values = ray.get([evoprog_evaluation.remote(text) for _ in range(n)])
+            rates["evoprog"].append(n / (time.perf_counter() - start))
+            accuracy["evoprog"] = values[-1]
+
+            torch.set_num_threads(DEFAULT_THREADS)
+            try:
+                start = time.perf_counter()
+                for _ in range(per_core):
+                    accuracy["loop"] = user_evaluation(*user)
+                rates["loop"].append(per_core / (time.perf_counter() - start))
+            finally:
+                torch.set_num_threads(1)
+
+            start = time.perf_counter()
+            values = list(pool.map(_user_evaluation_of, [user] * n))
+            rates["parallel"].append(n / (time.perf_counter() - start))
+            accuracy["parallel"] = values[-1]
+    finally:
+        pool.shutdown()
+        ray.shutdown()
+    return {**rates, **{f"{way} accuracy": [value] for way, value in accuracy.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     tier = DigitsMLP("A").settings
     parser.add_argument("--seeds", type=int, default=len(tier.seeds))
     parser.add_argument("--scales", default=",".join(f"{s:g}" for s in tier.lr_scales))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--machine", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the whole machine, all cores busy")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--per-core", type=int, default=2,
+                        help="evaluations per core in each whole-machine round")
     args = parser.parse_args()
     torch.set_num_threads(1)
     scales = tuple(float(s) for s in args.scales.split(","))
@@ -148,6 +248,26 @@ def main() -> None:
         print(f"| {name} | {seconds:.3f} | {1 / seconds:.2f} | {accuracy[name]:.4f} |")
     ratio = statistics.median(times["torch.optim AdamW loop"]) / statistics.median(
         times["evoprog (batched)"])
+    if args.machine:
+        machine = whole_machine(args.cores, args.repeats, args.per_core, args.seeds, scales,
+                                steps, batch, hidden, lr)
+        print()
+        print(f"whole machine: {args.cores} cores, {args.repeats} rounds of "
+              f"{args.per_core} evaluations per core, median evaluations/s over the rounds")
+        print("| way | processes x threads | evaluations/s per round | median | "
+              "best-scale val accuracy |")
+        print("|---|---|---|---|---|")
+        labels = {"evoprog": ("evoprog, one Ray worker per core", f"{args.cores} x 1"),
+                  "loop": ("torch.optim AdamW loop, as run", f"1 x {DEFAULT_THREADS}"),
+                  "parallel": ("torch.optim AdamW loop per core", f"{args.cores} x 1")}
+        median = {way: statistics.median(machine[way]) for way in labels}
+        for way, (label, shape) in labels.items():
+            each = ", ".join(f"{rate:.2f}" for rate in machine[way])
+            print(f"| {label} | {shape} | {each} | {median[way]:.2f} | "
+                  f"{machine[f'{way} accuracy'][0]:.4f} |")
+        print(f"machine_throughput_ratio: {median['evoprog'] / median['loop']:.2f}")
+        print(f"machine_ratio_vs_parallel_loops: "
+              f"{median['evoprog'] / median['parallel']:.2f}")
     print(f"throughput_ratio: {ratio:.2f}")
     print(f"train_time_share: {in_loop[0] / evoprog_total:.3f}")
 

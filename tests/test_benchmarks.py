@@ -64,10 +64,17 @@ def test_reachability_both_targets_with_neutral_children(tmp_path):
             assert re.search(rf"^{strategy}_found: [01] of 1", out, flags=re.MULTILINE)
 
 
-def test_throughput():
-    out = run_benchmark("throughput.py", "--repeats", "1", "--seeds", "1", "--scales", "1")
-    assert figure(out, "throughput_ratio") > 0
+def test_throughput_one_thread_and_whole_machine():
+    out = run_benchmark("throughput.py", "--repeats", "1", "--seeds", "1", "--scales", "1",
+                        "--per-core", "1")
+    for name in ("throughput_ratio", "machine_throughput_ratio",
+                 "machine_ratio_vs_parallel_loops"):
+        assert figure(out, name) > 0
     assert 0 < figure(out, "train_time_share") <= 1
+    # every way, one thread or all cores, trains the same models to the same accuracy
+    accuracies = re.findall(r"^\| (?:evoprog|torch\.optim|ProgramOptimizer).* ([0-9.]+) \|$",
+                            out, flags=re.MULTILINE)
+    assert len(accuracies) == 6 and len(set(accuracies)) == 1, out
 
 
 @pytest.mark.parametrize("script, args, figures", [
