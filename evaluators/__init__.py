@@ -2,8 +2,8 @@
 
 ``evaluate(program, "digits_mlp", tier="A")`` is all a search worker needs;
 ``get_task(name, tier)`` gives the task object itself (its name, tier, family, and
-settings such as seeds and steps); ``promote`` and ``funnel`` move the best programs
-from tier A on to the costlier tiers B and C.
+settings such as seeds and steps). The search's ``--funnel`` promotes its best
+programs to the costlier tiers B and C.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from ..programs.program import Program
 from .device import device
-from .funnel import funnel, promote
 from .result import STATUSES, EvalResult
 from .tasks import TIERS, CharLM, DigitsCNN, DigitsMLP, Task, TrainingTask
 from .trainer import Filters
@@ -68,4 +67,4 @@ def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A",
 
 __all__ = ["DEFAULT_SUITE", "DEFAULT_TASKS", "STATUSES", "TASKS", "TIERS", "CharLM",
            "DigitsCNN", "DigitsMLP", "EvalResult", "Filters", "Task", "device", "evaluate",
-           "funnel", "get_task", "promote", "task_family"]
+           "get_task", "task_family"]

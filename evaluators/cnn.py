@@ -4,8 +4,8 @@ Each convolution is one grouped convolution with a group per seed (the seeds' ch
 side by side, in channels-last memory), so every step is a handful of kernels however
 many seeds train, and the update program still sees one flat (S, N) tensor. At these
 sizes (8x8 images, 6-64 channels) oneDNN's channels-last grouped convolution makes an
-evaluation about 2.5x faster than an im2col (``unfold``) and batched matmul did, whose
-per-image unfold and fold loops dominated the step.
+evaluation about 2.5x faster than an im2col (``unfold``) and batched matmul, whose
+per-image unfold and fold loops dominate the step.
 """
 
 from __future__ import annotations

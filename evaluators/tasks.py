@@ -38,7 +38,7 @@ TIERS = ("A", "B", "C")
 TIER_A_LR_SCALES = (1.0, 3.0, 10.0)
 """Tier A's learning-rate multipliers: they cover the best rates of the AdamW seed (x1-3)
 and of sign-based updates written with the seed's constant (x3-10, see
-benchmarks/README.md). Tiers B and C train one scale until calibrated there."""
+benchmarks/README.md). Tiers B and C train one scale (x1) by default."""
 
 
 class Task:
@@ -70,6 +70,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.lr_scales or not all(math.isfinite(s) and s > 0 for s in self.lr_scales):
             raise ValueError(f"lr_scales must be positive numbers, got {self.lr_scales!r}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} "
+                             f"and {self.batch_size}")
 
 
 _SEED_METRICS: dict[tuple, float | None] = {}
@@ -85,7 +90,6 @@ class TrainingTask(Task):
 
     family = "optimizer"
     TIER_SETTINGS: ClassVar[dict[str, Settings]] = {}
-    metric_name: ClassVar[str] = ""
 
     def __init__(self, tier: str = "A", normalize: bool = True, **overrides: Any):
         if tier not in self.TIER_SETTINGS:
@@ -173,7 +177,6 @@ class DigitsMLP(TrainingTask):
     accuracy (360 held-out images) after the last step, at the best lr scale."""
 
     name = "digits_mlp"
-    metric_name = "val_accuracy"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=200, batch_size=128, size=(128, 128),
                       filters=Filters(progress_step=50, time_limit=15.0),
@@ -211,7 +214,6 @@ class DigitsCNN(TrainingTask):
     validation accuracy at the best lr scale, as for ``digits_mlp``."""
 
     name = "digits_cnn"
-    metric_name = "val_accuracy"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=100, batch_size=32, size=(6, 12),
                       filters=Filters(progress_step=30, time_limit=15.0), probe=256,
@@ -240,7 +242,6 @@ class CharLM(TrainingTask):
     removed (0 for a uniform model, 1 for a perfect one)."""
 
     name = "char_lm"
-    metric_name = "loss_reduction"
     TIER_SETTINGS = {
         "A": Settings(seeds=(0, 1), steps=80, batch_size=8, size=(32, 32, 1, 2),
                       filters=Filters(progress_step=25, time_limit=15.0), probe=64,

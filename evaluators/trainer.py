@@ -108,6 +108,10 @@ def cosine_schedule(step: int, steps: int) -> float:
 def batch_order(generator: torch.Generator, n: int, batch_size: int,
                 steps: int) -> torch.Tensor:
     """(steps, batch_size) example indices: reshuffle every epoch, drop the ragged end."""
+    if not 1 <= batch_size <= n or steps < 1:
+        raise ValueError(f"a batch of {batch_size} from {n} training examples for {steps} "
+                         "steps: the batch must be 1 to the number of examples and the "
+                         "steps at least 1")
     per_epoch = n // batch_size
     epochs = -(-steps // per_epoch)
     perms = [torch.randperm(n, generator=generator)[: per_epoch * batch_size]
@@ -204,6 +208,8 @@ def train(program: Program, model: FlatModel, data: Split, seeds: Sequence[int],
     scales = tuple(float(s) for s in lr_scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise ValueError(f"lr_scales must be positive numbers, got {lr_scales!r}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
     device = default_device() if device is None else device
     data = data.to(device)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]

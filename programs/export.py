@@ -26,7 +26,7 @@ import keyword
 import math
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from .analysis import instruction_reads_input_first, undefined_reads
@@ -36,7 +36,8 @@ from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
 __all__ = ["OP_CODE", "OpCode", "check_class_name", "export_known", "export_program",
-           "export_source", "fold_lr_scale", "lift_constants", "reads_learning_rate"]
+           "export_source", "fold_lr_scale", "lift_constants", "reads_learning_rate",
+           "rename_variables"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ OP_CODE: dict[str, OpCode] = {
     "cube": OpCode("{0} * {0} * {0}", "{0} * {0} * {0}"),
     "cbrt": OpCode("torch.sign({0}) * torch.abs({0}) ** (1 / 3)"),
     "sign": _torch("sign"),
-    "reciprocal": OpCode("1.0 / ({0} + 1e-8)", "1.0 / ({0} + 1e-8)"),
+    "reciprocal": OpCode("1.0 / ({0} + 1e-8)", "_div(1.0, {0} + 1e-8)",
+                         python_helpers=("_div",)),
     "norm": OpCode("_norm({0:t}, shapes)", helpers=("_norm",)),
     "invert": OpCode("1 - {0}", "1 - {0}"),
     "negative": OpCode("-{0}", "-{0}"),
@@ -106,7 +108,7 @@ OP_CODE: dict[str, OpCode] = {
     "add": OpCode("{0} + {1}", "{0} + {1}"),
     "sub": OpCode("{0} - {1}", "{0} - {1}"),
     "mul": OpCode("{0} * {1}", "{0} * {1}"),
-    "div": OpCode("{0} / ({1} + 1e-8)", "{0} / ({1} + 1e-8)"),
+    "div": OpCode("{0} / ({1} + 1e-8)", "_div({0}, {1} + 1e-8)", python_helpers=("_div",)),
     "max": OpCode("torch.maximum({0:t}, {1:t})", "max({0}, {1})"),
     "min": OpCode("torch.minimum({0:t}, {1:t})", "min({0}, {1})"),
     "soft_sign": OpCode("torch.tanh({0} / ({1:abs} + 1e-8))"),
@@ -167,6 +169,17 @@ def _power(x: float, y: float) -> float:
         return abs(x) ** y
     except (ZeroDivisionError, OverflowError):
         return math.inf
+''', ()),
+    "_div": ('''\
+def _div(x: float, y: float) -> float:
+    """x / y for python numbers, inf or nan where a tensor gives them instead of raising
+    (a zero denominator)."""
+    try:
+        return x / y
+    except ZeroDivisionError:
+        if x == 0 or x != x:
+            return math.nan
+        return math.copysign(math.inf, x) * math.copysign(1.0, y)
 ''', ()),
     "_flatten": ('''\
 def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -242,8 +255,9 @@ _STATE = ("m", "v")
 _LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "params", "p",
            "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults",
            "foreach", "new", "scalar", *_ELEMENT_NAMES)
-_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
-    dir(builtins)) | frozenset(_LOCALS) | frozenset(_HELPERS)
+_PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
+    dir(builtins))
+_RESERVED = _PYTHON_NAMES | frozenset(_LOCALS) | frozenset(_HELPERS)
 
 
 def fold_lr_scale(program: Program) -> tuple[Program, float | None]:
@@ -406,12 +420,15 @@ def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
         raise ProgramError(f"instruction {index + 1} reads {name!r} before it is defined")
 
 
-def _rename_variables(program: Program, fixed: set[str], reserved: set[str]) -> Program:
-    """Rename program variables that would clash with python keywords, builtins, the
-    names the generated code uses or ``reserved``, so any valid program exports to valid
-    python. Names in ``fixed`` (inputs, hyperparameters) are kept."""
-    taken = set(fixed) | program.read() | program.assigned()
-    clash = _RESERVED | reserved
+def rename_variables(program: Program, fixed: Collection[str],
+                     reserved: Collection[str]) -> Program:
+    """Rename program variables that would clash with python keywords, builtins or
+    ``reserved`` (the names the generated code uses itself), so any valid program exports
+    to valid python. Names in ``fixed`` (inputs, outputs, hyperparameters) are kept; a
+    new name is never one the program already uses, so two variables stay two."""
+    fixed = set(fixed)
+    taken = fixed | program.read() | program.assigned()
+    clash = _PYTHON_NAMES.union(reserved)
     mapping: dict[str, str] = {}
     for name in sorted(taken - fixed):
         if name in clash:
@@ -467,7 +484,8 @@ def export_source(program: Program, class_name: str,
         body, scale = fold_lr_scale(body)
         _check_defined(body, _INPUTS)
         count = len({repr(float(c)) for c in body.constants()})
-        body = _rename_variables(body, set(_INPUTS), {f"c{k}" for k in range(1, count + 1)})
+        body = rename_variables(body, _INPUTS,
+                                _RESERVED | {f"c{k}" for k in range(1, count + 1)})
         body, hyper = lift_constants(body)
         lr_default = lr if lr is not None else \
             (scale if scale is not None else 1.0) * lr_multiple
@@ -478,7 +496,7 @@ def export_source(program: Program, class_name: str,
             if not name.isidentifier() or name in _RESERVED or name in _INPUTS:
                 raise ValueError(f"{name!r} cannot be a hyperparameter name")
         _check_defined(body, _INPUTS + tuple(hyper))
-        body = _rename_variables(body, set(_INPUTS) | set(hyper), set())
+        body = rename_variables(body, (*_INPUTS, *hyper), _RESERVED)
     if "update" not in body.assigned():
         raise ProgramError("the program never assigns 'update'")
 
@@ -591,6 +609,8 @@ def _loop_step(reads: set[str], body: list[str], used_state: list[str],
     or all of them at once on the foreach path."""
     ind = " " * 16
     lines = ['            params = [p for p in group["params"] if p.grad is not None]',
+             "            if not params:  # the foreach kernels reject empty lists",
+             "                continue",
              "            for p in params:"]
     lines += _state_init(used_state, ind)
     lines += ['            foreach = group["foreach"]',

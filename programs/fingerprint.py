@@ -205,9 +205,3 @@ def fingerprint_and_finite(program: Program, outputs: tuple[str, ...],
                                                   for o in watched]))
     text = f"{family}|{','.join(watched)}|{len(steps)}|".encode()
     return hashlib.sha256(text + values).hexdigest()[:16], finite
-
-
-def fingerprint(program: Program, outputs: tuple[str, ...], state: tuple[str, ...],
-                family: str) -> str:
-    """Hash of the outputs that are not state, at every step, on the fixed probe."""
-    return fingerprint_and_finite(program, outputs, state, family)[0]

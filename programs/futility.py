@@ -1,7 +1,7 @@
 """Update rules that cannot train, told apart on the fingerprint probe before training.
 
 The dataflow check of a space (``update`` must depend on ``g``) misses rules that read
-``g`` but cannot follow it. Three such signs are read off the pruned program's updates
+``g`` but cannot follow it. Four such signs are read off the pruned program's updates
 on the probe (``fingerprint.PROBE``: gradient magnitudes from 1e-4 to 1e2, four steps
 with the state carried and ``w -= update``):
 
@@ -19,8 +19,8 @@ with the state carried and ``w -= update``):
   1e-2; no child that training kept in the searches below moved half its weights by more
   than 0.072 in every row).
 
-Such children used to be trained until a numeric filter stopped them. Replayed on the
-stores of two searches from the AdamW seed (``benchmarks/analysis.py``), the checks
+Without these checks such children are trained until a numeric filter stops them.
+Replayed on the stores of two searches from the AdamW seed (``benchmarks/analysis.py``), the checks
 refuse 1,630 of the 3,182 children that training rejected in a 19,067-child search and
 287 of 757 in a 2,000-child one, and none of the 4,084 and 949 it kept.
 """

@@ -11,9 +11,9 @@ the registry's ``+ 1e-8`` (an ``exp`` or ``sigmoid`` can underflow to zero).
 
 from __future__ import annotations
 
-import keyword
+import re
 
-from .export import check_class_name
+from .export import check_class_name, rename_variables
 from .known import KNOWN_LAYERS, get_known
 from .layer_module import running_buffers
 from .layer_ops import AGGREGATES
@@ -28,7 +28,6 @@ _UNARY = {
 }
 _INFIX = {"add": "+", "sub": "-", "mul": "*"}
 _POSITIVE_OPS = {op for op, (_, s) in AGGREGATES.items() if s == "std"}
-_RESERVED = {"self", "torch", "nn", "x"}
 
 _HELPERS = {
     "var": '''def _var(a, dims):
@@ -76,6 +75,11 @@ def _group_var(x, groups):
 }
 
 
+# Names the generated forward uses itself: program variables so named are renamed.
+_RESERVED = frozenset({"self", "torch", "nn", "_stat"}) | frozenset(
+    re.findall(r"^def (\w+)", "".join(_HELPERS.values()), re.MULTILINE))
+
+
 class _Writer:
     """Turns one pruned layer program into the body of ``forward``."""
 
@@ -88,14 +92,9 @@ class _Writer:
         self.lines: list[str] = []
 
     @staticmethod
-    def name(var: str) -> str:
-        if keyword.iskeyword(var) or var in _RESERVED - {"x"} or var.startswith("_"):
-            return f"p{var}"
-        return var
-
-    def arg(self, a: Arg, tensor: bool) -> str:
+    def arg(a: Arg, tensor: bool) -> str:
         if isinstance(a, str):
-            return self.name(a)
+            return a
         return f"x.new_tensor({a!r})" if tensor else repr(a)
 
     def write(self) -> list[str]:
@@ -112,7 +111,7 @@ class _Writer:
         return self.lines
 
     def instruction(self, index: int, ins: Instruction) -> None:
-        out, op, args = self.name(ins.out), ins.op, ins.args
+        out, op, args = ins.out, ins.op, ins.args
         if op in AGGREGATES:
             self.aggregate(index, out, op, args[0])
             self.full.discard(ins.out)
@@ -189,7 +188,7 @@ def export_layer(program: Program, class_name: str = "EvolvedLayer", doc: str = 
     if reason:
         raise ProgramError(f"not a valid {space.family} program: {reason}")
     program = space.prune(program)
-    writer = _Writer(program)
+    writer = _Writer(rename_variables(program, (*space.inputs, *space.outputs), _RESERVED))
     body = writer.write()
     reads = program.read()
     uses_groups = "group" in writer.helpers

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import sympy
 import torch
+from sympy.polys.polyerrors import BasePolynomialError
 
 from .analysis import prune
 from .fingerprint import Probe, make_probe, run_steps, updates
@@ -42,6 +43,12 @@ RECOGNIZABLE_OPS = frozenset({
     "invert", "negative", "reciprocal", "eps", "cube", "cbrt"})
 RTOL = 1e-3
 ATOL = 1e-12
+# Constants that weight an average of the old state against the new gradient.
+AVERAGING_CONSTANTS = ("beta", "beta1", "beta2", "momentum")
+# What SymPy's reading of an odd program (a division by an exact zero gives ``zoo``) may
+# raise; any of them means the symbolic route cannot recognize it.
+_SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, BasePolynomialError,
+                 SymbolicError)
 TEMPLATE_STATE = ("m", "v")  # where the known optimizers keep their state
 # Two matrices and a vector, so per-tensor and matrix ops are verified as such.
 LAYOUT = Layout(((4, 8), (8,), (4, 6)))
@@ -119,9 +126,9 @@ def _symbolic_match(program: Program, inputs: tuple[str, ...], outputs: tuple[st
         return None
     try:
         sym = to_sympy(program, inputs, outputs, state, simplify=False)
-    except SymbolicError:
+        states = _classify(sym)
+    except _SYMPY_ERRORS:
         return None
-    states = _classify(sym)
     if states is None:
         return None
     for candidate in _candidates(sym, states):
@@ -166,18 +173,25 @@ def _classify(sym: SymbolicProgram) -> list[_State] | None:
             return None
         terms = dict(poly.terms())
         if set(terms) == {(1, 0), (0, 1)}:
-            kind = "linear"
-            b = terms[(0, 1)]
+            kind, power = "linear", 1
         elif set(terms) == {(1, 0), (0, 2)}:
-            kind = "square"
-            b = terms[(0, 2)]
+            kind, power = "square", 2
         else:
             return None
-        a = float(terms[(1, 0)])
-        if a == 1.0:
+        a, b = _real(terms[(1, 0)]), _real(terms[(0, power)])
+        if a is None or b is None or a == 1.0:
             return None
-        found.append(_State(kind, s, a, float(b)))
+        found.append(_State(kind, s, a, b))
     return found
+
+
+def _real(value: sympy.Expr) -> float | None:
+    """The coefficient as a float, or None where it is not a finite real number (a
+    division by an exact zero makes it ``zoo``): no known family has such a state."""
+    number = complex(value)
+    if number.imag != 0 or not math.isfinite(number.real):
+        return None
+    return number.real
 
 
 def _value(expr: sympy.Expr, sym: SymbolicProgram, **values: float) -> float:
@@ -204,7 +218,7 @@ def _candidates(sym: SymbolicProgram, states: list[_State]) -> Iterator[Recognit
     for make in makers:
         try:
             yield make(sym, states)
-        except (ValueError, ZeroDivisionError, TypeError):
+        except _SYMPY_ERRORS:
             yield None
 
 
@@ -365,8 +379,13 @@ def _numeric_lion(program: Program, s: str, a: float, b: float, u0: float,
 
 def _verified(program: Program, candidate: Recognition,
               state: tuple[str, ...]) -> bool:
-    """Whether the known template with these constants makes the same updates."""
+    """Whether the known template with these constants makes the same updates. An
+    averaging constant outside [0, 1] extrapolates rather than averages: whatever the
+    program computes then, it is not that optimizer."""
     if not all(v == v and abs(v) != float("inf") for v in candidate.constants.values()):
+        return False
+    if not all(0.0 <= value <= 1.0 for name, value in candidate.constants.items()
+               if name in AVERAGING_CONSTANTS):
         return False
     try:
         template = KNOWN[candidate.name].program(**candidate.constants)

@@ -3,8 +3,9 @@
 A space names the program's inputs, outputs and carried state, the ops it may use, its
 seed program and its validity rules. Mutation, hashing, printing and analysis are shared
 and take the space as an argument. What running a program means differs by family, so
-each family is a subclass of ``Space`` overriding three hooks: ``probe`` (functional
-fingerprint), ``simplify`` (SymPy form) and ``recognize`` (known programs).
+each family is a subclass of ``Space`` overriding hooks: ``probe`` (functional
+fingerprint), ``simplify`` (SymPy form), ``recognize`` (known programs) and
+``futile_reason`` (a program that cannot train, refused before training).
 """
 
 from __future__ import annotations

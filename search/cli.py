@@ -1,8 +1,8 @@
 """The ``evoprog`` command line: search, inspect, export.
 
-Every command takes ``--db`` (default ``evoprog.db`` in the working directory, or
-``$EVOPROG_DB``). Mistakes a user can make end in one ``Error:`` line and a non-zero
-exit; nothing already recorded is touched.
+Every command that reads or writes results takes ``--db`` (default ``evoprog.db`` in
+the working directory, or ``$EVOPROG_DB``). Mistakes a user can make end in one
+``Error:`` line and a non-zero exit; nothing already recorded is touched.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from ..programs.known import KNOWN, KNOWN_LAYERS, KnownProgram, get_known
 from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
-from ..programs.space import Space, get_space
+from ..programs.space import get_space
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
 from .output_files import OutputError, check_output, save_figure, write_text
 from .pareto import pareto_front
-from .rediscover import distinct_functions
+from .ranking import distinct_functions, functionally_distinct
 
 DEFAULT_DB = "evoprog.db"
 # Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
@@ -335,21 +335,6 @@ def _run_or_latest(store: Store, run_id: int | None) -> int:
     return run_id
 
 
-def _functionally_distinct(store: Store, run_id: int, space: Space, n: int) -> list[dict]:
-    """The ``n`` best programs of the run that compute different functions.
-
-    A search that has settled can hold hundreds of structurally different copies of one
-    function at the top, so the store is read in growing pages until ``n`` are found."""
-    fingerprints: dict[str, str] = {}
-    limit = 5 * n
-    while True:
-        ranked = store.top(run_id, limit)
-        rows = distinct_functions(ranked, n, space, fingerprints)
-        if len(rows) == n or len(ranked) < limit:
-            return rows
-        limit *= 4
-
-
 def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     """The best functionally distinct programs with what a reader compares them by:
     fitness at every tier reached, per-task (per-architecture) scores, Pareto-front
@@ -359,7 +344,7 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     tasks = config.tasks or list(DEFAULT_TASKS[run["family"]])
     tiers = store.tier_results(run_id, suite_key(tasks))
     space = get_space(run["family"])
-    rows = _functionally_distinct(store, run_id, space, n)
+    rows = functionally_distinct(store, run_id, space, n)
     scores = [r["metrics"].get("scores") or {} for r in rows]
     front = set(pareto_front(scores)) if any(scores) else set()
     out = []
@@ -725,7 +710,7 @@ def _target(target: str, family: str, db_path: Path,
     of ``family``, or a known program's name."""
     if target.isdigit():
         with open_existing(db_path) as store:
-            ind = store.individual(int(target))
+            ind = _with_evaluations(store, store.individual(int(target)))
         return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
@@ -1037,6 +1022,18 @@ def _export(family: str, program, class_name: str, lr_multiple: float = 1.0) -> 
     if family == "layer":
         return export_layer(program, class_name)
     return export_program(program, class_name, lr_multiple)
+
+
+def _with_evaluations(store: Store, ind: dict) -> dict:
+    """The individual with its evaluations; a cache hit, which was not evaluated
+    itself, takes those of the individual it was served from."""
+    source = (ind.get("metrics") or {}).get("cached_from")
+    if ind.get("evaluations") or source is None:
+        return ind
+    try:
+        return {**ind, "evaluations": store.individual(int(source))["evaluations"]}
+    except StoreError:
+        return ind
 
 
 def _best_lr_multiple(ind: dict) -> float:

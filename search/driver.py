@@ -28,6 +28,7 @@ from ..programs.program import Program, format_program
 from ..programs.space import Space, get_space
 from ..store import Store
 from .evolution import AgingPopulation, Member, make_child, make_random
+from .ranking import distinct_functions, functionally_distinct
 from .workers import RETRYABLE, evaluate_remote, start_ray
 
 # Re-submissions of one candidate after its worker died, on top of Ray's own retries.
@@ -253,12 +254,12 @@ class Search:
             with _torch_threads(1), _ctrl_c_deferred() as self._interrupted, \
                     self.store.grouped_commits(COMMIT_SECONDS):
                 finished = self._search()
+                for depth, tier in enumerate(self.config.funnel if finished else ()):
+                    self._promote(tier, max(1, self.config.promote // 4 ** depth),
+                                  self.config.funnel[depth - 1] if depth else self.config.tier)
             if not finished:
                 self._stop("stopped")
                 return self.run_id
-            for depth, tier in enumerate(self.config.funnel):
-                self._promote(tier, max(1, self.config.promote // 4 ** depth),
-                              self.config.funnel[depth - 1] if depth else self.config.tier)
         except KeyboardInterrupt:
             self._stop("interrupted")
             raise
@@ -295,12 +296,15 @@ class Search:
         if birth == 0 and config.start == "seed":
             seed = self.space.seed()
             return Pending(0, seed, self.space.hash(seed), None, None)
-        if config.strategy == "random" or (config.start == "random" and (
-                birth < config.population or not len(self.population))):
-            program = make_random(self.space, config.seed, birth)
-            return Pending(birth, program, self.space.hash(program), None, "random")
-        parent, program, mutation = make_child(self.population, self.space, config.seed,
-                                               birth, config.neutral)
+        try:
+            if config.strategy == "random" or (config.start == "random" and (
+                    birth < config.population or not len(self.population))):
+                program = make_random(self.space, config.seed, birth)
+                return Pending(birth, program, self.space.hash(program), None, "random")
+            parent, program, mutation = make_child(self.population, self.space,
+                                                   config.seed, birth, config.neutral)
+        except RuntimeError as exc:  # no valid program found: mutation or sampling
+            raise SearchError(f"birth {birth}: {exc}") from exc
         return Pending(birth, program, self.space.hash(program), parent.individual_id,
                        str(mutation), mutation.invalid, mutation.same)
 
@@ -402,8 +406,7 @@ class Search:
             return
         except ray.exceptions.RayTaskError as exc:
             # The evaluation itself raised: the candidate's fault, recorded as failed.
-            self._finish(birth, _failure(f"evaluation raised "
-                                                f"{type(exc.cause).__name__}"))
+            self._finish(birth, _failure(_raised(exc)))
             return
         result = reply["result"]
         self._finish(birth, Outcome(
@@ -431,38 +434,55 @@ class Search:
     # -- funnel ------------------------------------------------------------------------
 
     def _promote(self, tier: str, count: int, previous: str) -> None:
-        """Evaluate the ``count`` best programs of the previous tier at ``tier`` and
-        record the results beside the search's own. Programs already scored at this
-        tier (a resumed run) are not evaluated again."""
-        candidates = self._ranked(previous)[:count]
+        """Evaluate the ``count`` best functionally distinct programs of the previous
+        tier at ``tier`` and record the results beside the search's own. Programs
+        already scored at this tier (a resumed run) are not evaluated again. As in the
+        search, a lost worker's evaluation is submitted again (at most ``MAX_LOST``
+        times) and Ctrl-C is answered between waits."""
+        key = suite_key(self.config.tasks)
         self.progress.phase = f"tier {tier}"
-        refs = {}
-        for ind in candidates:
-            if self.store.has_evaluation(ind["id"], suite_key(self.config.tasks), tier):
-                continue
-            ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
-            refs[ref] = ind
-        self.in_flight = {ref: -1 for ref in refs}
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            ind = refs.pop(ready[0])
-            self.in_flight.pop(ready[0], None)
-            reply = ray.get(ready[0])
-            result = reply["result"]
-            rows = [{k: e[k] for k in ("task", "tier", "fitness", "status", "metrics",
-                                       "seconds")} for e in reply["evaluations"]]
-            if len(self.config.tasks) > 1:
-                rows.append({"task": suite_key(self.config.tasks), "tier": tier,
-                             "fitness": result["fitness"], "status": result["status"],
-                             "metrics": result["metrics"], "seconds": result["seconds"]})
+        waiting: dict[ray.ObjectRef, tuple[dict, int]] = {}
+        for ind in self._ranked(previous, count):
+            if not self.store.has_evaluation(ind["id"], key, tier):
+                waiting[self.evaluate.remote(ind["text"], self.config.tasks, tier)] = (ind, 0)
+        while waiting:
+            self.store.flush()
+            ready: list[ray.ObjectRef] = []
+            while not ready and not self._interrupted.is_set():
+                ready, _ = ray.wait(list(waiting), num_returns=1, timeout=WAIT_SECONDS)
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt
+            ind, lost = waiting.pop(ready[0])
+            try:
+                reply = ray.get(ready[0])
+            except RETRYABLE as exc:
+                if lost < MAX_LOST:
+                    ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
+                    waiting[ref] = (ind, lost + 1)
+                    continue
+                rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
+                                               f"{type(exc).__name__}")]
+            except ray.exceptions.RayTaskError as exc:
+                rows = [_failed_row(key, tier, _raised(exc))]
+            else:
+                result = reply["result"]
+                rows = [{k: e[k] for k in ("task", "tier", "fitness", "status", "metrics",
+                                           "seconds")} for e in reply["evaluations"]]
+                if len(self.config.tasks) > 1:
+                    rows.append({"task": key, "tier": tier, "fitness": result["fitness"],
+                                 "status": result["status"], "metrics": result["metrics"],
+                                 "seconds": result["seconds"]})
             self.store.add_evaluations(ind["id"], rows)
             self.on_progress(self.progress)
 
-    def _ranked(self, tier: str) -> list[dict]:
-        """The run's distinct ok programs, best first by their fitness at ``tier``."""
+    def _ranked(self, tier: str, n: int) -> list[dict]:
+        """The run's ``n`` best ok programs by their fitness at ``tier``, one per
+        function, so promotion's costly slots do not go to copies of one program."""
         if tier == self.config.tier:
-            return self.store.top(self.run_id, 10 ** 9)
-        return self.store.top_at_tier(self.run_id, suite_key(self.config.tasks), tier)
+            return functionally_distinct(self.store, self.run_id, self.space, n)
+        return distinct_functions(
+            self.store.top_at_tier(self.run_id, suite_key(self.config.tasks), tier), n,
+            self.space, {})
 
     def _count(self, outcome: Outcome) -> None:
         p = self.progress
@@ -562,6 +582,20 @@ def suite_key(tasks: list[str]) -> str:
 
 def _failure(reason: str) -> Outcome:
     return Outcome("failed", reason, None, {})
+
+
+def _failed_row(task: str, tier: str, reason: str) -> dict[str, Any]:
+    """An evaluation record for a promotion that could not be scored."""
+    return {"task": task, "tier": tier, "fitness": None, "status": "failed",
+            "metrics": {"reason": reason}, "seconds": 0.0}
+
+
+def _raised(exc: ray.exceptions.RayTaskError) -> str:
+    """What an evaluation that raised is recorded with: the error and its message."""
+    cause = exc.cause if exc.cause is not None else exc
+    message = str(cause).strip().splitlines()
+    detail = f": {message[0][:200]}" if message else ""
+    return f"evaluation raised {type(cause).__name__}{detail}"
 
 
 def _cache_copy(outcome: Outcome) -> Outcome:

@@ -11,7 +11,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..programs.mutation import Mutation, mutate
+from ..programs.mutation import Mutation, MutationFailed, mutate
 from ..programs.program import Program
 from ..programs.sampling import random_program
 from ..programs.space import Space
@@ -83,18 +83,33 @@ def _score(fitness: float | None) -> float:
     return -math.inf if fitness is None or math.isnan(fitness) else fitness
 
 
-def child_rng(run_seed: int, birth: int) -> random.Random:
-    return random.Random(f"evoprog:{run_seed}:{birth}")
+def child_rng(run_seed: int, birth: int, attempt: int = 0) -> random.Random:
+    suffix = f":{attempt}" if attempt else ""
+    return random.Random(f"evoprog:{run_seed}:{birth}{suffix}")
+
+
+# Tournaments a birth may hold before giving up: a parent that no mutation can change
+# (within ``mutate``'s tries) makes the birth pick another parent, deterministically.
+PARENT_ATTEMPTS = 10
 
 
 def make_child(population: AgingPopulation, space: Space, run_seed: int,
                birth: int, neutral: bool = False) -> tuple[Member, Program, Mutation]:
     """Select a parent by tournament and mutate it, deterministically for (seed, birth);
-    ``neutral`` keeps children that differ from the parent only in dead code."""
-    rng = child_rng(run_seed, birth)
-    parent = population.select(rng)
-    child, mutation = mutate(parent.program, space, rng, neutral=neutral)
-    return parent, child, mutation
+    ``neutral`` keeps children that differ from the parent only in dead code. Raises
+    MutationFailed only when ``PARENT_ATTEMPTS`` tournaments in a row drew parents
+    that no mutation could change."""
+    for attempt in range(PARENT_ATTEMPTS):
+        rng = child_rng(run_seed, birth, attempt)
+        parent = population.select(rng)
+        try:
+            child, mutation = mutate(parent.program, space, rng, neutral=neutral)
+        except MutationFailed:
+            if attempt + 1 < PARENT_ATTEMPTS:
+                continue
+            raise
+        return parent, child, mutation
+    raise ValueError("PARENT_ATTEMPTS must be positive")
 
 
 def make_random(space: Space, run_seed: int, birth: int) -> Program:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 from ..evaluators.suite import evaluate_suite
 from ..programs.known import get_known
 from ..programs.program import Program, parse_program
-from ..programs.space import Space, get_space
+from ..programs.space import get_space
 from ..store import Store
 from .driver import Progress, Search, SearchConfig
+from .ranking import distinct_functions
 
 TOP = 10
 
@@ -155,25 +156,6 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     return report
 
 
-def distinct_functions(ranked: Iterable[dict], n: int, space: Space,
-                       fingerprints: dict[str, str]) -> list[dict]:
-    """The first ``n`` of ``ranked`` (best first) that compute different functions:
-    individuals with ``program_hash`` and ``text``; ``fingerprints`` caches by hash."""
-    seen: set[str] = set()
-    out = []
-    for member in ranked:
-        key = fingerprints.get(member["program_hash"])
-        if key is None:
-            key = fingerprints[member["program_hash"]] = space.fingerprint(
-                parse_program(member["text"]))
-        if key not in seen:
-            seen.add(key)
-            out.append(member)
-            if len(out) == n:
-                break
-    return out
-
-
 def _fitness(program: Program, tasks: Sequence[str], tier: str) -> float | None:
     return _scored(program, tasks, tier)[0]
 
@@ -262,7 +244,7 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
 def _transfer(store: Store, target: Target, reports: list[RunReport],
               tiers: Sequence[str]) -> list[dict]:
     """The best program evolution found (preferring the target family) and the
-    references, each on the held-out tasks at tiers A and B."""
+    references, each on the held-out tasks at each of ``tiers``."""
     evolved = [r for r in reports if r.strategy == "evolution"]
     found = [r for r in evolved if r.found]
     if found:

@@ -14,7 +14,8 @@ import ray
 
 from ..programs.program import parse_program
 
-# Failures of the machinery rather than of the candidate: the candidate is re-queued.
+# Failures that end a worker rather than an error the evaluation raised: the candidate is
+# re-queued, a bounded number of times (the driver's MAX_LOST).
 RETRYABLE = (
     ray.exceptions.WorkerCrashedError,
     ray.exceptions.NodeDiedError,
@@ -23,6 +24,10 @@ RETRYABLE = (
     ray.exceptions.RaySystemError,
     ray.exceptions.TaskUnschedulableError,
     ray.exceptions.ActorDiedError,
+    # Ray's memory monitor killed the worker, or the object store ran out of disk: the
+    # candidate may be at fault, hence the bound.
+    ray.exceptions.OutOfMemoryError,
+    ray.exceptions.OutOfDiskError,
 )
 
 

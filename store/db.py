@@ -343,7 +343,9 @@ class Store:
                    COALESCE(SUM(i.cache_hit = 1), 0) AS cache_hits,
                    COALESCE(SUM(i.status IN ('rejected', 'failed')), 0) AS rejected,
                    COALESCE(SUM(i.cache_hit = 0 AND i.status IN ('rejected', 'failed')
-                                AND i.reason LIKE '{STATIC_REASON}%'), 0) AS static_rejected,
+                                AND (i.reason LIKE '{STATIC_REASON}:%'
+                                     OR i.reason LIKE '%: {STATIC_REASON}:%')), 0)
+                       AS static_rejected,
                    COALESCE(SUM({discarded[0]}), 0) AS discarded_invalid,
                    COALESCE(SUM({discarded[1]}), 0) AS discarded_same,
                    MAX(CASE WHEN i.status = 'ok' THEN i.fitness END) AS best_fitness,
@@ -355,11 +357,12 @@ class Store:
             GROUP BY r.id ORDER BY r.id
         """, list(params)))
         reasons: dict[int, dict[str, int]] = {row["id"]: {} for row in rows}
-        for row in self.db.query("""
+        only = f"AND run_id IN ({', '.join('?' * len(rows))})" if where else ""
+        for row in self.db.query(f"""
             SELECT run_id, COALESCE(reason, 'unknown') AS reason, COUNT(*) AS n
-            FROM individuals WHERE status IN ('rejected', 'failed')
+            FROM individuals WHERE status IN ('rejected', 'failed') {only}
             GROUP BY run_id, reason ORDER BY n DESC, reason
-        """):
+        """, list(reasons) if where else []):
             if row["run_id"] in reasons:
                 counts = reasons[row["run_id"]]
                 kind = reason_kind(row["reason"])
@@ -590,11 +593,14 @@ class Store:
         """The first real evaluation of this program in any run (on ``task`` and as a
         search at ``tier``, when given), for the equivalence cache: a fitness measured
         on another task or tier is no answer. Runs recorded before searches had a tier
-        searched at tier A."""
+        searched at tier A. Outcomes that depend on the machine rather than the program
+        (the wall-clock time limit, a worker lost) are no answer either."""
         row = self._one("""
             SELECT i.id, i.run_id, i.status, i.reason, i.fitness, i.metrics, i.eval_seconds
             FROM individuals i JOIN programs p ON p.hash = i.program_hash
             WHERE i.program_hash = ? AND p.family = ? AND i.cache_hit = 0
+              AND COALESCE(i.reason, '') NOT LIKE '%time limit%'
+              AND COALESCE(i.reason, '') NOT LIKE 'worker lost%'
               AND (? IS NULL OR EXISTS (SELECT 1 FROM evaluations e
                                         WHERE e.individual_id = i.id AND e.task = ?))
               AND (? IS NULL OR COALESCE(json_extract(i.metrics, '$.tier'), 'A') = ?)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import ray
@@ -158,6 +159,19 @@ def test_export_defaults_to_the_learning_rate_that_scored_best(searched, tmp_pat
     module = load_module(out)
     assert module.Evolved1.__init__.__defaults__[0] == pytest.approx(0.001 * 3)
     assert "scored best: 3 x the program's own" in module.Evolved1.__doc__
+
+    # a copy of the seed served from the cache was not trained itself: its export takes
+    # the multiple of the individual it was served from
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(Path(db).read_bytes())
+    with Store.open(copy) as store:
+        first = store.individual(1)
+        hit = store.add_individual(
+            first["run_id"], 10_000, first["program_hash"], 1, None, "ok", None,
+            first["fitness"], {**first["metrics"], "cached_from": 1}, 0.0, cache_hit=True)
+    assert invoke("export", hit, "-o", out, "--db", copy).exit_code == 0
+    assert load_module(out).__dict__[f"Evolved{hit}"].__init__.__defaults__[0] == \
+        pytest.approx(0.001 * 3)
 
 
 def test_export_program_file(tmp_path):

@@ -399,6 +399,44 @@ def test_python_number_arithmetic_gives_inf_where_tensors_do(tmp_path):
     assert max_diff(got, want) < 1e-6
 
 
+@pytest.mark.parametrize("division", [
+    "k = lr / s",                    # lr / 0: inf
+    "k = reciprocal(s)\nk = k * lr",  # 1 / 0: inf
+    "n = negative(lr)\nk = n / s",    # -lr / 0: -inf
+    "z = lr - lr\nk = z / s",         # 0 / 0: nan
+    "k = lr / -1e-8",                # a constant, exported as a python number
+])
+def test_python_number_division_by_zero_gives_inf_or_nan_where_tensors_do(tmp_path,
+                                                                          division):
+    # s + 1e-8 is exactly 0 in the safe division's denominator.
+    program = parse_program(f"m = interp(g, m, 0.9)\ne = eps()\ns = negative(e)\n"
+                            f"{division}\nu = sign(m)\nupdate = u * k")
+    cls = exported_class(export_program(program), tmp_path)
+    grads = grad_sequence(steps=2)
+    want = run(lambda ps: ProgramOptimizer(ps, program), grads)
+    assert not all(torch.isfinite(p).all() for p in want)
+    for foreach in (False, True):
+        got = run(lambda ps, foreach=foreach: cls(ps, foreach=foreach), grads)
+        for a, b in zip(got, want, strict=True):
+            assert torch.allclose(a, b, equal_nan=True), (foreach, a, b)
+
+
+@pytest.mark.parametrize("foreach", [None, False, True])
+def test_groups_without_gradients_are_skipped(tmp_path, foreach):
+    lion = exported_class(export_known(KNOWN["lion"]), tmp_path)
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    lion([a, b], foreach=foreach).step()  # before any backward
+    assert torch.equal(a, torch.ones(3)) and torch.equal(b, torch.ones(3))
+    grad = torch.tensor([1.0, -2.0, 3.0])
+    a.grad = grad.clone()
+    lion([{"params": [a]}, {"params": [b]}], lr=0.1, foreach=foreach).step()
+    alone = torch.ones(3, requires_grad=True)
+    alone.grad = grad.clone()
+    lion([alone], lr=0.1, foreach=foreach).step()
+    assert torch.equal(a, alone) and not torch.equal(a, torch.ones(3))
+    assert torch.equal(b, torch.ones(3))
+
+
 def test_flat_form_lays_out_each_dtype_apart_as_the_interpreter_does(tmp_path):
     program = parse_program("update = clip_by_global_norm(g, 1.0)\nlr = lr * 0.1\n"
                             "update = update * lr")

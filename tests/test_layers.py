@@ -278,6 +278,19 @@ def test_exported_division_keeps_the_epsilon_where_the_divisor_can_underflow(tmp
     assert torch.allclose(exported(x), want)
 
 
+@pytest.mark.parametrize("text", [
+    "pself = abs(x)\nself = square(x)\ny = pself + self",
+    "p_x = abs(x)\n_x = square(x)\ny = p_x + _x",
+    "_var = abs(x)\nv = batch_var(x)\ns = sqrt(v)\nz = x / s\ny = z + _var",
+])
+def test_renamed_variables_stay_distinct_from_the_programs_own(tmp_path, text):
+    # self and _x cannot be python locals of forward; their new names must not be taken.
+    program = parse_program(text)
+    exported = load_class(export_layer(program, "Renamed"), "Renamed", tmp_path)(3)
+    x = torch.randn(4, 3, 2, 2)
+    assert torch.allclose(exported(x), ProgramLayer(program, 3)(x))
+
+
 def test_export_refuses_a_class_name_the_file_needs():
     for name in ("nn", "torch", "class", "_Layer"):
         with pytest.raises(ProgramError, match="cannot name a class"):

@@ -1,10 +1,13 @@
 """Recognition of known optimizers up to constants, verified numerically."""
 
+
 import pytest
 
+from evoprog.programs import recognize
 from evoprog.programs.known import KNOWN
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace as S
+from evoprog.programs.symbolic import to_sympy
 
 PROGRAM_4 = ("m = interp(g, v, 0.899); m2 = m * m; v = interp(g, m, 1.109); "
              "abs_m = sqrt(m2); update = m / abs_m; wd = w * 0.4602; update = update + wd; "
@@ -120,3 +123,27 @@ def test_sign_like_updates_that_are_not_lion(update):
                             "update = u * lr\nm = interp(g, m, 0.99)")
     assert S.recognize(program) is None
 
+
+
+# m / (g - g): SymPy reads the division by an exact zero as ``zoo``, while the program
+# itself divides by 1e-8 and trains.
+DIVIDES_BY_ZERO = ("z = g - g\nm2 = m / z\nm = interp(g, m2, 0.9)\nu = sign(m)\n"
+                   "lr = lr * 0.001\nupdate = u * lr")
+
+
+def test_a_state_with_a_non_finite_coefficient_is_no_family():
+    program = S.parse(DIVIDES_BY_ZERO)
+    sym = to_sympy(S.prune(program), S.inputs, S.outputs, S.state, simplify=False)
+    assert recognize._classify(sym) is None
+    # its state grows 1e8-fold a step: a sign of an extrapolation, which no averaging
+    # constant in [0, 1] reproduces, so it is no Lion either
+    assert S.recognize(program) is None
+
+
+def test_an_error_in_the_symbolic_route_means_not_recognized_there(monkeypatch):
+    def fails(sym):
+        raise TypeError("Cannot convert complex to float")
+
+    monkeypatch.setattr(recognize, "_classify", fails)
+    r = S.recognize(KNOWN["lion"].program())  # the numeric route still reads it
+    assert r is not None and r.name == "lion"

@@ -207,6 +207,20 @@ def test_cached_result_only_from_a_search_at_the_same_tier(store: Store):
     assert store.cached_result("lion", "h")["fitness"] == 0.7  # any tier: the first
 
 
+def test_cached_result_skips_outcomes_of_the_machine(store: Store):
+    """A time limit or a lost worker says how busy the machine was, not how good the
+    program is: a later run evaluates such a program again."""
+    run_id = new_run(store)
+    add(store, run_id, 0, "slow", fitness=None, status="rejected", reason="time limit")
+    add(store, run_id, 1, "slow2", fitness=None, status="rejected",
+        reason="char_lm: time limit")
+    add(store, run_id, 2, "lost", fitness=None, status="failed",
+        reason="worker lost 4 times: NodeDiedError")
+    assert [store.cached_result("lion", h) for h in ("slow", "slow2", "lost")] == [None] * 3
+    later = add(store, new_run(store), 0, "slow", fitness=0.3)
+    assert store.cached_result("lion", "slow")["id"] == later
+
+
 def test_missing_file_without_create(tmp_path: Path):
     with pytest.raises(StoreError, match="no evoprog database"):
         Store.open(tmp_path / "nope.db", create=False)
@@ -408,6 +422,27 @@ def test_discarded_attempts_count_as_generated_and_served(store: Store):
     with pytest.raises(ValueError, match="negative"):
         add(store, run_id, 5, "h4", seed, discarded_same=-1)
     assert store.births(run_id) == {0, 1, 2, 3, 4}
+
+
+def test_static_refusals_count_with_a_task_name_and_per_run(store: Store):
+    """A suite of several tasks names the task before the reason; the counts of one run
+    stay its own when another run is recorded in the same file."""
+    run_id = new_run(store)
+    seed = add(store, run_id, 0, "h0", fitness=0.5)
+    add(store, run_id, 1, "h1", seed, fitness=None, status="rejected",
+        reason="digits_cnn: static: climbs the gradient")
+    add(store, run_id, 2, "h2", seed, fitness=None, status="rejected",
+        reason="char_lm: diverged: loss 3x its initial value")
+    add(store, run_id, 3, "h3", seed, fitness=None, status="rejected",
+        reason="no progress: statically 1% after 20 steps")  # not a static refusal
+    other = new_run(store)
+    add(store, other, 0, "h4", fitness=None, status="rejected", reason="nan")
+    run = store.run(run_id)
+    assert run["static_rejected"] == 1 and run["trained"] == 3
+    assert run["rejected_by_reason"] == {"digits_cnn: static": 1, "char_lm: diverged": 1,
+                                         "no progress": 1}
+    assert store.run(other)["rejected_by_reason"] == {"nan": 1}
+    assert {r["id"]: r["rejected"] for r in store.runs()} == {run_id: 3, other: 1}
 
 
 def _columns(path: Path, table: str = "individuals") -> list[str]:

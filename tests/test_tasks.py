@@ -1,5 +1,5 @@
 """Every proxy task at tier A: good optimizers beat broken ones, results reproduce, the
-filters (time limit included) fire, and the funnel promotes only the best."""
+filters (time limit included) fire. (The funnel is the search's: test_search_modes.)"""
 
 from __future__ import annotations
 
@@ -15,13 +15,10 @@ from evoprog.evaluators import (
     DEFAULT_SUITE,
     TASKS,
     TIERS,
-    EvalResult,
     Filters,
     device,
     evaluate,
-    funnel,
     get_task,
-    promote,
 )
 from evoprog.evaluators.cnn import FlatCNN
 from evoprog.evaluators.data import VOCAB, VOCAB_SIZE, char_windows, stdlib_text
@@ -166,41 +163,6 @@ def test_overlong_program_fails_before_training():
     assert result.metrics["stopped_at_step"] == 0
 
 
-def _ok(fitness: float) -> EvalResult:
-    return EvalResult(fitness, "ok")
-
-
-def test_promote_picks_the_best_ok_results():
-    results = [_ok(0.5), EvalResult(None, "rejected", "nan"), _ok(0.9), _ok(0.7),
-               EvalResult(None, "failed", "error")]
-    assert promote(results, 0.4) == [2, 3]
-    assert promote(results, 1.0) == [2, 3, 0]
-    assert promote(results, 0.0) == []
-    with pytest.raises(ValueError):
-        promote(results, 1.5)
-
-
-def test_funnel_promotes_only_the_best():
-    calls: list[tuple[str, str]] = []
-
-    def short(program, task_name, tier):  # real training, shortened to keep tests fast
-        calls.append((task_name, tier))
-        steps = {"A": 60, "B": 120, "C": 200}[tier]
-        return DigitsMLP(tier, normalize=False, steps=steps,
-                         filters=Filters(progress_step=30)).evaluate(program)
-
-    programs = [parse_program("update = g * 0.0"), KNOWN["sgd"].program(lr=0.003),
-                KNOWN["adamw"].program(), parse_program("update = g * 1e-9")]
-    records = funnel(programs, "digits_mlp", promote_fraction=0.25, tiers=("A", "B"),
-                     evaluator=short)
-    first = [r[0] for r in records]
-    best = max(range(4), key=lambda i: first[i].fitness if first[i].ok else -math.inf)
-    assert best == 2  # AdamW wins tier A
-    assert [len(r) for r in records] == [1, 1, 2, 1]
-    assert records[2][1].ok and records[2][1].metrics["steps"] == 120
-    assert calls.count(("digits_mlp", "B")) == 1
-
-
 # --- learning-rate scales ---------------------------------------------------------------
 
 SGD = KNOWN["sgd"].program(lr=0.1)
@@ -274,3 +236,18 @@ def test_lr_scales_must_be_positive(scales):
         get_task("digits_mlp", "B", lr_scales=scales)  # refused before any training
     with pytest.raises(ValueError, match="lr_scales must be positive"):
         DigitsMLP(steps=5, lr_scales=scales)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"seeds": ()}, "at least one seed"),
+    ({"steps": 0}, "at least 1"),
+    ({"batch_size": 0}, "at least 1"),
+])
+def test_settings_that_cannot_train_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DigitsMLP(**overrides)  # refused before any training
+
+
+def test_a_batch_larger_than_the_training_set_is_one_clear_error():
+    with pytest.raises(ValueError, match="a batch of 5000 from 1437 training examples"):
+        evaluate(KNOWN["adamw"].program(), "digits_mlp", "A", batch_size=5000, steps=2)
