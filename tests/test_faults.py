@@ -232,3 +232,37 @@ def test_worker_node_killed_mid_search(cluster, reference, tmp_path):
     assert cluster.victim.pids() == []
     assert_complete(db, reference)
 
+
+
+def tier_b(db) -> list[tuple]:
+    return query(db, "SELECT e.individual_id FROM evaluations e JOIN individuals i "
+                     "ON i.id = e.individual_id WHERE i.run_id = 1 AND e.tier = 'B'")
+
+
+def test_ctrl_c_during_the_funnel_then_resume_promotes(cluster, tmp_path):
+    """Ctrl-C is answered while the best programs train at a later tier too, and
+    ``resume`` then finishes that tier."""
+    db = tmp_path / "funnel.db"
+    options = ["--budget", "6", "--population", "4", "--tournament", "2", "--parallel",
+               "2", "--seed", "3", "--quiet", "--funnel", "B", "--promote", "2"]
+    proc = subprocess.Popen(
+        evoprog("search", "optimizer", *options, "--address", cluster.address, "--db",
+                str(db)),
+        env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        wait_for(lambda: recorded(db) == 6 or proc.poll() is not None, TIMEOUT,
+                 "the search to record its 6 individuals")
+        assert proc.poll() is None and tier_b(db) == [], "the funnel ended too soon"
+        proc.send_signal(signal.SIGINT)  # a tier-B evaluation takes seconds
+        code = proc.wait(30)
+        out = proc.stdout.read()
+    finally:
+        stop(proc)
+    assert code == 130 and "Traceback" not in out, out
+    assert run_status(db) == "interrupted" and tier_b(db) == []
+    again = resume(cluster, db)
+    assert again.returncode == 0, again.stdout + again.stderr
+    promoted = [row[0] for row in tier_b(db)]
+    assert run_status(db) == "finished" and recorded(db) == 6
+    assert 1 <= len(promoted) <= 2 and len(set(promoted)) == len(promoted)
