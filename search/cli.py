@@ -8,6 +8,7 @@ the working directory, or ``$EVOPROG_DB``). Mistakes a user can make end in one
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -100,6 +101,25 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+RECORD_ID = click.IntRange(min=1, max=2 ** 63 - 1)  # what SQLite's ids can be
+
+
+class PositiveNumber(click.ParamType):
+    """A positive, finite number (of seconds, of CPUs)."""
+
+    def __init__(self, unit: str):
+        self.unit = self.name = unit
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value!r} is not a positive, finite number of {self.unit}", param,
+                      ctx)
+        return number
+
 LATER_TIERS = "later"  # what --funnel alone stands for
 
 
@@ -149,7 +169,7 @@ def _op_list(family: str, spec: str) -> list[str]:
 @click.option("--selection", type=click.Choice(["fitness", "pareto"]), default=None,
               help="Tournament: best fitness, or a Pareto-front member over per-task "
                    "(per-architecture) scores. Default: pareto for layers.")
-@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+@click.option("--time", "max_seconds", type=PositiveNumber("seconds"),
               default=None, help="Stop after this many seconds (resume continues).")
 @click.option("--ops", "op_spec", default="all", show_default=True,
               help="Ops mutation and random programs may use: 'all', a named set "
@@ -159,7 +179,7 @@ def _op_list(family: str, spec: str) -> list[str]:
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster). "
                    "Part of what makes a run reproducible.")
-@click.option("--cpus-per-eval", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--cpus-per-eval", type=PositiveNumber("CPUs"), default=1.0,
               show_default=True, help="CPUs Ray reserves per evaluation.")
 @click.option("--gpus-per-eval", type=click.FloatRange(min=0), default=None,
               help="GPUs (fractions allowed) Ray reserves per evaluation. Default: on this "
@@ -198,9 +218,9 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RECORD_ID)
 @click.option("--address", default=None, help="Ray cluster to join.")
-@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+@click.option("--time", "max_seconds", type=PositiveNumber("seconds"),
               default=None, help="Stop again after this many seconds.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
@@ -312,7 +332,7 @@ def runs(as_json: bool, db_path: Path) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int, required=False)
+@click.argument("run_id", type=RECORD_ID, required=False)
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True)
 @json_option
 @db_option
@@ -382,7 +402,7 @@ def _print_top(store: Store, run_id: int, n: int) -> None:
 
 
 @cli.command()
-@click.argument("individual_id", type=int)
+@click.argument("individual_id", type=RECORD_ID)
 @click.option("--latex", "with_latex", is_flag=True, help="Also print the LaTeX form.")
 @json_option
 @db_option
@@ -520,7 +540,7 @@ def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RECORD_ID)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Image file to write (.png, .svg, .pdf).")
 @db_option
@@ -630,7 +650,7 @@ def _plot_front(ax, scored: list[dict]) -> None:
 
 
 @cli.command()
-@click.argument("individual_id", type=int)
+@click.argument("individual_id", type=RECORD_ID)
 @json_option
 @db_option
 def lineage(individual_id: int, as_json: bool, db_path: Path) -> None:
@@ -710,7 +730,7 @@ def _target(target: str, family: str, db_path: Path,
     of ``family``, or a known program's name."""
     if target.isdigit():
         with open_existing(db_path) as store:
-            ind = _with_evaluations(store, store.individual(int(target)))
+            ind = _with_evaluations(store, store.individual(_record_id(target)))
         return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
         text = click.get_text_stream("stdin").read() if target == "-" else \
@@ -839,7 +859,7 @@ def _task_detail(task: str, r: dict) -> str:
 @click.option("--first-seed", type=int, default=0, show_default=True)
 @click.option("--budget", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Individuals per run.")
-@click.option("--time", "max_seconds", type=click.FloatRange(min=0, min_open=True),
+@click.option("--time", "max_seconds", type=PositiveNumber("seconds"),
               default=None, help="Also stop each run after this many seconds.")
 @click.option("--population", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True)
@@ -898,7 +918,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     ops = _op_list(TARGETS[target].family, op_spec)
     if run_ids is not None:
         try:
-            ids = [int(part) for part in _split(run_ids)]
+            ids = [_record_id(part) for part in _split(run_ids)]
         except ValueError:
             raise UserError(f"--runs takes run ids such as 1,2,3, got {run_ids!r}") from None
         if not ids or len(set(ids)) != len(ids):
@@ -1024,6 +1044,16 @@ def _export(family: str, program, class_name: str, lr_multiple: float = 1.0) -> 
     return export_program(program, class_name, lr_multiple)
 
 
+def _record_id(text: str) -> int:
+    """An individual's or run's id as given on the command line (ValueError if it is no
+    number)."""
+    value = int(text)
+    if not RECORD_ID.min <= value <= RECORD_ID.max:
+        raise UserError(f"{text} is no id of a run or individual (ids run from "
+                        f"{RECORD_ID.min} to {RECORD_ID.max})")
+    return value
+
+
 def _with_evaluations(store: Store, ind: dict) -> dict:
     """The individual with its evaluations; a cache hit, which was not evaluated
     itself, takes those of the individual it was served from."""
@@ -1046,4 +1076,8 @@ def _best_lr_multiple(ind: dict) -> float:
 
 
 def main() -> None:
-    cli(prog_name="evoprog")
+    try:
+        cli(prog_name="evoprog")
+    except KeyboardInterrupt:  # before a command's own handling starts (imports)
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

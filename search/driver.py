@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -181,14 +182,39 @@ class SearchError(RuntimeError):
     pass
 
 
+# How long joining a cluster waits for its head to answer before giving up (Ray itself
+# retries for many minutes).
+CONNECT_SECONDS = 5.0
+
+
 def _join(address: str | None) -> dict:
-    """``start_ray``, with a cluster that cannot be reached as one clear SearchError."""
+    """``start_ray``, with a cluster that cannot be reached, or an address that cannot be
+    one, as one clear SearchError."""
+    shown = address or os.environ.get("RAY_ADDRESS")
+    if shown and shown != "auto" and not ray.is_initialized():
+        _check_reachable(shown)
     try:
         return start_ray(address)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).split(". ")[0].rstrip(".")
-        raise SearchError(f"cannot join the Ray cluster at "
-                          f"{address or os.environ.get('RAY_ADDRESS')}: {first}") from None
+        raise SearchError(f"cannot join the Ray cluster at {shown}: {first}") from None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail within seconds, not Ray's minutes of retries, when nothing answers at a
+    ``host:port`` address (``ray://`` and other schemes are left to Ray)."""
+    host, colon, port = address.rpartition(":")
+    if "://" in address:
+        return
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SearchError(f"cannot join the Ray cluster at {address}: an address is "
+                          "HOST:PORT (the head's GCS port, 6379 unless set), or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)),
+                                 timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise SearchError(f"cannot join the Ray cluster at {address}: nothing answers "
+                          f"there ({exc.strerror or exc})") from None
 
 
 class Search:
@@ -518,6 +544,9 @@ def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
     evaluations that need a GPU could not run on CPU-only worker nodes.
     """
     local = cluster["address"] == "local"
+    if local and config.cpus_per_eval > cluster["cpus"]:
+        raise SearchError(f"--cpus-per-eval {config.cpus_per_eval:g} but this machine has "
+                          f"{cluster['cpus']} CPUs for Ray")
     slots = cluster["cpus"] / config.cpus_per_eval
     if config.gpus_per_eval is None:
         share = cluster["gpus"] / slots if local and cluster["gpus"] and slots else 0.0

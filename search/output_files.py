@@ -7,12 +7,14 @@ database it reads or over any other SQLite file.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
                   ".webp")
 _SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # an SQLite file's companions
 
 
 class OutputError(Exception):
@@ -38,9 +40,21 @@ def check_output(path: Path, db_path: Path | None = None, image: bool = False) -
         raise OutputError(f"will not write over {path}: it is the database (--db)")
     if path.is_file() and _is_sqlite(path):
         raise OutputError(f"will not write over {path}: it is an SQLite database")
+    for side in SQLITE_SIDE_FILES:
+        if not path.name.endswith(side) or path.name == side:
+            continue
+        owner = path.with_name(path.name[:-len(side)])
+        if _is_sqlite(owner) or (db_path is not None
+                                 and owner.resolve() == Path(db_path).resolve()):
+            raise OutputError(f"will not write over {path}: it is part of the SQLite "
+                              f"database {owner}")
     if image and path.suffix.lower() not in IMAGE_SUFFIXES:
         raise OutputError(f"cannot write {path}: an image file needs one of the suffixes "
                           f"{', '.join(IMAGE_SUFFIXES)}")
+    try:  # the folder takes a file: checked now, before any work
+        tempfile.TemporaryFile(dir=path.resolve().parent).close()
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -186,7 +186,11 @@ class Store:
         if not path.exists():
             if not create:
                 raise StoreError(f"no evoprog database at {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {path}: folder {path.parent} cannot be "
+                                 f"made ({exc.strerror or exc})") from None
         try:
             db = Database(path)
         except sqlite3.Error as exc:

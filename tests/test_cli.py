@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -300,6 +301,15 @@ def test_output_files_are_checked_first_and_a_database_is_never_overwritten(sear
     copy = tmp_path / "copy.db"
     copy.write_bytes(db.read_bytes())
     assert_clean_error(invoke("export", "lion", "-o", copy), "it is an SQLite database")
+    # nor the files SQLite keeps beside a database while it writes (or would)
+    for side in ("-wal", "-shm", "-journal"):
+        assert_clean_error(invoke("export", "lion", "-o", f"{db}{side}", "--db", db),
+                           "part of the SQLite database")
+        assert_clean_error(invoke("export", "lion", "-o", f"{copy}{side}"),
+                           "part of the SQLite database")
+    # a folder that takes no files (not even root's) is found before any work
+    assert_clean_error(invoke("rediscover", "lion", "--report", "/proc/lion.json", "--db",
+                              db), "cannot write /proc/lion.json")
     assert_clean_error(invoke("export", "lion", "-o", tmp_path / "no" / "x.py"),
                        "does not exist")
     assert_clean_error(invoke("plot", 1, "-o", tmp_path / "plot", "--db", db), ".png")
@@ -343,6 +353,44 @@ def test_unreachable_cluster_is_one_error(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "Error: cannot join the Ray cluster at auto" in result.stderr
+
+
+def test_addresses_that_cannot_be_a_cluster_fail_at_once():
+    from evoprog.search.driver import SearchError, _check_reachable
+
+    for address in ("foo", "127.0.0.1:abc", "127.0.0.1:", ":6379", "127.0.0.1:99999"):
+        with pytest.raises(SearchError, match="an address is HOST:PORT"):
+            _check_reachable(address)
+    with socket.socket() as closed:  # a port nothing listens on: refused, not minutes
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(SearchError, match="nothing answers there"):
+        _check_reachable(f"127.0.0.1:{port}")
+    result = subprocess.run(
+        [sys.executable, "-m", "evoprog", "search", "optimizer", "--budget", "3",
+         "--address", "foo", "--db", os.devnull + "x"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Error: cannot join the Ray cluster at foo: an address is HOST:PORT" in \
+        result.stderr
+
+
+def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
+    for value in ("nan", "inf", "-1", "0", "soon"):
+        assert_clean_error(invoke("search", "optimizer", "--time", value, "--db",
+                                  tmp_path / "t.db"), "--time")
+    assert_clean_error(invoke("search", "optimizer", "--cpus-per-eval", "nan", "--db",
+                              tmp_path / "t.db"), "number of CPUs")
+    blocker = tmp_path / "a_file.txt"
+    blocker.write_text("not a folder")
+    assert_clean_error(invoke("search", "optimizer", "--budget", "3", "--db",
+                              blocker / "x.db"), "cannot be made")
+    Store.open(tmp_path / "t.db").close()
+    assert_clean_error(invoke("show", "99999999999999999999", "--db", tmp_path / "t.db"),
+                       "INDIVIDUAL_ID")
+    assert_clean_error(invoke("export", "99999999999999999999", "-o", tmp_path / "x.py",
+                              "--db", tmp_path / "t.db"), "is no id of a run or individual")
 
 
 def test_search_neutral_is_recorded_with_the_run(searched, tmp_path):

@@ -209,6 +209,10 @@ def test_resources_settled_from_the_cluster():
     assert settled({"address": "10.0.0.1:6379"}, gpus_per_eval=0.5) == (0.5, 64)
     with pytest.raises(SearchError, match="--gpus-per-eval 0.5 but this machine has 0"):
         settled({}, gpus_per_eval=0.5)
+    # Ray could never place such an evaluation here: the search would wait forever
+    with pytest.raises(SearchError, match="--cpus-per-eval 32 but this machine has 16"):
+        settled({}, cpus_per_eval=32)
+    assert settled({"address": "10.0.0.1:6379"}, cpus_per_eval=32)[1] == 2  # may grow
 
 
 def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_local):
