@@ -403,7 +403,12 @@ class Search:
         quick; the order they are recorded in changes nothing but their row ids."""
         if not self.in_flight:
             raise SearchError("nothing in flight and nothing to apply")
-        refs = list(self.in_flight)
+        for ref in self._wait(list(self.in_flight)):
+            self._receive(ref)
+
+    def _wait(self, refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
+        """The finished ones among ``refs``, once at least one has finished; Ctrl-C is
+        answered between waits, and what is recorded is committed before waiting."""
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready:
             self.store.flush()  # what is recorded becomes durable while we wait
@@ -411,8 +416,7 @@ class Search:
             ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
         if self._interrupted.is_set():
             raise KeyboardInterrupt
-        for ref in ready:
-            self._receive(ref)
+        return ready
 
     def _receive(self, ref: ray.ObjectRef) -> None:
         """Record the finished evaluation ``ref``, or submit it again if its worker died."""
@@ -449,9 +453,7 @@ class Search:
                 outcome.seconds, cache_hit=outcome.cache_hit, worker=outcome.worker,
                 discarded_invalid=item.discarded_invalid,
                 discarded_same=item.discarded_same, text=item.text,
-                evaluations=[{k: e[k] for k in ("task", "tier", "fitness", "status",
-                                                 "metrics", "seconds")}
-                             for e in outcome.evaluations])
+                evaluations=_evaluation_rows(outcome.evaluations))
         self.results[birth] = outcome
         self._count(outcome)
         for dependent in self.waiting_on.pop(birth, []):
@@ -472,34 +474,26 @@ class Search:
             if not self.store.has_evaluation(ind["id"], key, tier):
                 waiting[self.evaluate.remote(ind["text"], self.config.tasks, tier)] = (ind, 0)
         while waiting:
-            self.store.flush()
-            ready: list[ray.ObjectRef] = []
-            while not ready and not self._interrupted.is_set():
-                ready, _ = ray.wait(list(waiting), num_returns=1, timeout=WAIT_SECONDS)
-            if self._interrupted.is_set():
-                raise KeyboardInterrupt
-            ind, lost = waiting.pop(ready[0])
-            try:
-                reply = ray.get(ready[0])
-            except RETRYABLE as exc:
-                if lost < MAX_LOST:
-                    ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
-                    waiting[ref] = (ind, lost + 1)
-                    continue
-                rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
-                                               f"{type(exc).__name__}")]
-            except ray.exceptions.RayTaskError as exc:
-                rows = [_failed_row(key, tier, _raised(exc))]
-            else:
-                result = reply["result"]
-                rows = [{k: e[k] for k in ("task", "tier", "fitness", "status", "metrics",
-                                           "seconds")} for e in reply["evaluations"]]
-                if len(self.config.tasks) > 1:
-                    rows.append({"task": key, "tier": tier, "fitness": result["fitness"],
-                                 "status": result["status"], "metrics": result["metrics"],
-                                 "seconds": result["seconds"]})
-            self.store.add_evaluations(ind["id"], rows)
-            self.on_progress(self.progress)
+            for done in self._wait(list(waiting)):
+                ind, lost = waiting.pop(done)
+                try:
+                    reply = ray.get(done)
+                except RETRYABLE as exc:
+                    if lost < MAX_LOST:
+                        ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
+                        waiting[ref] = (ind, lost + 1)
+                        continue
+                    rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
+                                                   f"{type(exc).__name__}")]
+                except ray.exceptions.RayTaskError as exc:
+                    rows = [_failed_row(key, tier, _raised(exc))]
+                else:
+                    result = reply["result"]
+                    rows = _evaluation_rows(reply["evaluations"])
+                    if len(self.config.tasks) > 1:
+                        rows += _evaluation_rows([{**result, "task": key, "tier": tier}])
+                self.store.add_evaluations(ind["id"], rows)
+                self.on_progress(self.progress)
 
     def _ranked(self, tier: str, n: int) -> list[dict]:
         """The run's ``n`` best ok programs by their fitness at ``tier``, one per
@@ -611,6 +605,12 @@ def suite_key(tasks: list[str]) -> str:
 
 def _failure(reason: str) -> Outcome:
     return Outcome("failed", reason, None, {})
+
+
+def _evaluation_rows(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the store keeps of each evaluation a worker reports."""
+    return [{k: e[k] for k in ("task", "tier", "fitness", "status", "metrics", "seconds")}
+            for e in evaluations]
 
 
 def _failed_row(task: str, tier: str, reason: str) -> dict[str, Any]:
