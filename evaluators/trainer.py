@@ -38,19 +38,17 @@ from typing import Any, Protocol
 
 import torch
 
-from ..programs.analysis import instruction_reads_input_first, prune, undefined_reads
+from ..programs.analysis import instruction_reads_input_first, undefined_reads
 from ..programs.interpreter import CompiledProgram
 from ..programs.ops import Layout
 from ..programs.program import Program
+from ..programs.space import OptimizerSpace
 from .data import Split
 from .device import device as default_device
 from .result import EvalResult
 
 MAX_REASON_CHARS = 500
 MAX_INSTRUCTIONS = 200  # bounds one step's cost: longer programs fail before training
-INPUTS = ("w", "g", "m", "v", "lr", "step")  # what a program may read at every step
-OUTPUTS = ("update", "m", "v")
-STATE = ("m", "v")
 
 Score = Callable[[dict[str, Any]], float]
 
@@ -174,12 +172,12 @@ def compile_program(program: Program, layout: Layout, device: torch.device,
     if len(program) > MAX_INSTRUCTIONS:
         raise ProgramOutputError(f"the program has {len(program)} instructions "
                                  f"(at most {MAX_INSTRUCTIONS})")
-    missing = undefined_reads(program, INPUTS)
+    missing = undefined_reads(program, OptimizerSpace.inputs)
     if missing:
         index, name = missing[0]
         raise ProgramOutputError(f"instruction {index + 1} reads {name!r} before it is "
                                  "defined")
-    live = prune(program, OUTPUTS, STATE)  # dead code cannot change the result
+    live = OptimizerSpace.prune(program)  # dead code cannot change the result
     reads_lr = instruction_reads_input_first(live, "lr") is not None
     return CompiledProgram(live, layout, device, dtype), reads_lr
 

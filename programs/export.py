@@ -250,7 +250,7 @@ def _orthogonalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
 
 _INPUTS = OptimizerSpace.inputs
 _TENSOR_INPUTS = ("w", "g", "m", "v")
-_STATE = ("m", "v")
+_STATE = OptimizerSpace.state
 # Names the generated step() uses itself; program variables that clash are renamed.
 _LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "params", "p",
            "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults",

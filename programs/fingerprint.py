@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import partial
-from operator import itemgetter
 
 import numpy as np
 import torch
 
-from .ops import OPS, Layout
+from .interpreter import CompiledProgram
+from .ops import Layout
 from .program import Program
 
 STEPS = 4
@@ -89,43 +88,6 @@ def _log_uniform(gen: torch.Generator, rows: int, n: int,
 
 # The inputs every optimizer fingerprint is computed on.
 PROBE = make_probe(element_scales=ELEMENT_SCALES)
-_CONSTANTS: dict[float, torch.Tensor] = {}
-
-
-def float64_constant(value: float) -> torch.Tensor:
-    """A cached float64 scalar: probes reuse one tensor per constant."""
-    tensor = _CONSTANTS.get(value)
-    if tensor is None:
-        tensor = _CONSTANTS[value] = torch.tensor(value, dtype=torch.float64)
-    return tensor
-
-
-def _compile(program: Program, layout: Layout,
-             ) -> tuple[list[tuple[str, object, itemgetter, bool]], dict[str, torch.Tensor]]:
-    """A lighter CompiledProgram for float64 probes: steps of (output, function, getter
-    of its arguments from the environment, whether it takes one argument), and the
-    constants to put in the environment (under names no variable can have) first."""
-    steps, constants = [], {}
-
-    def constant(value: float) -> str:
-        key = f"#{value!r}"
-        constants[key] = float64_constant(value)
-        return key
-
-    for ins in program.instructions:
-        op = OPS[ins.op]
-        if op.arity == 0:
-            steps.append((ins.out, _identity, itemgetter(constant(float(op.torch_fn()))), True))
-            continue
-        fn = partial(op.torch_fn, layout=layout) if op.needs_layout else op.torch_fn
-        names = [a if isinstance(a, str) else constant(float(a)) for a in ins.args]
-        # A getter of several names returns a tuple of their values, of one the value.
-        steps.append((ins.out, fn, itemgetter(*names), len(names) == 1))
-    return steps, constants
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def run_steps(program: Program, state: tuple[str, ...], watched: tuple[str, ...],
@@ -136,7 +98,7 @@ def run_steps(program: Program, state: tuple[str, ...], watched: tuple[str, ...]
     Returns, per step, the watched outputs (full-size float64 tensors). ``inputs``
     overrides the starting state (zeros by default).
     """
-    compiled, constants = _compile(program, probe.layout)
+    compiled = CompiledProgram(program, probe.layout, "cpu", torch.float64)
     rows, n = probe.w.shape
     zeros = torch.zeros(rows, n, dtype=torch.float64)
     carried = {name: zeros for name in state}
@@ -146,10 +108,8 @@ def run_steps(program: Program, state: tuple[str, ...], watched: tuple[str, ...]
     out = []
     with torch.no_grad():
         for t, g in enumerate(probe.grads):
-            env = {**constants, "w": w, "g": g, "lr": probe.lrs[t], "step": probe.steps[t],
-                   **carried}
-            for name, fn, args, single in compiled:
-                env[name] = fn(args(env)) if single else fn(*args(env))
+            env = compiled({"w": w, "g": g, "lr": probe.lrs[t], "step": probe.steps[t],
+                            **carried})
             values = {o: _full(env.get(o, zeros), rows, n) for o in watched}
             carried = {s: _full(env[s], rows, n) for s in state}
             out.append(values)

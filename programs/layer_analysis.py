@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from .fingerprint import float64_constant, quantized_bytes
+from .fingerprint import quantized_bytes
+from .interpreter import Binding, CompiledProgram
 from .known import KNOWN_LAYERS
 from .layer_ops import AGGREGATES, DEFAULT_EPS, aggregate
-from .ops import OPS
 from .program import Instruction, Program, ProgramError
 from .recognize import Recognition
 from .symbolic import SymbolicProgram, to_sympy
 
-INPUTS = ("x", "v0", "v1")
-OUTPUTS = ("y",)
 # Recognition tolerance: wide enough for the 1e-8 of guarded division and reordered
 # float arithmetic, far below what a different eps or a different constant changes.
 RTOL = 1e-5
@@ -69,17 +68,15 @@ VERIFY_PROBES = (make_layer_probe((5, 6, 3, 2), 3, seed=31),
 def run_layer(program: Program, probe: LayerProbe, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """The program's ``y`` on the probe, in training mode, broadcast to ``x``'s shape."""
     x = probe.x
-    env: dict[str, torch.Tensor] = {"x": x, "v0": probe.v0, "v1": probe.v1}
+
+    def bind(index: int, ins: Instruction) -> Binding | None:
+        if ins.op not in AGGREGATES:
+            return None
+        return partial(aggregate, op=ins.op, eps=eps, groups=probe.groups), (ins.args[0], "x")
+
+    compiled = CompiledProgram(program, None, "cpu", torch.float64, bind=bind)
     with torch.no_grad():
-        for ins in program.instructions:
-            args = [env[a] if isinstance(a, str) else float64_constant(float(a)) for a in ins.args]
-            if ins.op in AGGREGATES:
-                env[ins.out] = aggregate(args[0], x, ins.op, eps, probe.groups)
-                continue
-            op = OPS[ins.op]
-            if op.needs_layout:
-                raise ProgramError(f"op {ins.op!r} has no meaning in a layer program")
-            env[ins.out] = op.torch_fn(*args) if op.arity else op.torch_fn()
+        env = compiled({"x": x, "v0": probe.v0, "v1": probe.v1})
     y = env.get("y")
     if y is None:
         raise ProgramError("the program never assigns 'y'")
@@ -97,10 +94,11 @@ def layer_probe(program: Program, family: str = "layer") -> tuple[str, bool]:
     return digest.hexdigest()[:16], finite
 
 
-def layer_sympy(program: Program, simplify: bool = True) -> SymbolicProgram:
-    """``y`` as a SymPy expression of ``x``, ``v0``, ``v1``, with aggregates as functions
+def layer_sympy(program: Program, inputs: tuple[str, ...], outputs: tuple[str, ...],
+                simplify: bool = True) -> SymbolicProgram:
+    """The outputs as SymPy expressions of the inputs, with aggregates as functions
     (``batch_mean(x)``) and whole-number constants exact (``Max(0, ...)``, not ``0.0``)."""
-    return to_sympy(program, INPUTS, OUTPUTS, (), simplify=simplify, exact_integers=True)
+    return to_sympy(program, inputs, outputs, (), simplify=simplify, exact_integers=True)
 
 
 def _affine(program: Program, scale: float, shift: float) -> Program:

@@ -1,6 +1,6 @@
 """A layer program as an ``nn.Module`` at run time.
 
-Element-wise instructions run through the shared op registry; aggregates run here,
+Element-wise instructions run through the shared interpreter; aggregates run here,
 because they need the module's ``eps``, its group count, the training flag and, for
 batch aggregates, a running average per instruction (used in eval mode, as in batch
 norm). The module runs the pruned program and holds only what it reads (``v0`` and
@@ -11,13 +11,15 @@ state dicts are interchangeable.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
+from .interpreter import Binding, CompiledProgram
 from .layer_ops import AGGREGATES, DEFAULT_EPS, MAX_GROUPS, aggregate, group_count, moments
 from .layer_space import LayerSpace
-from .ops import OPS
-from .program import Program, ProgramError
+from .program import Instruction, Program, ProgramError
 from .space import Space
 
 
@@ -74,6 +76,7 @@ class ProgramLayer(nn.Module):
             init = torch.zeros if name == "v0" else torch.ones
             setattr(self, name, nn.Parameter(init(shape)))
         self._buffers_of = running_buffers(program)
+        self._compiled: dict[tuple[torch.device, torch.dtype], CompiledProgram] = {}
         for name in self._buffers_of.values():
             init = torch.zeros if name.startswith("running_mean") else torch.ones
             self.register_buffer(name, init(shape))
@@ -85,16 +88,24 @@ class ProgramLayer(nn.Module):
         env = {"x": x}
         for name in self._variables:  # the per-channel learnables the program reads
             env[name] = channel_view(getattr(self, name), x)
-        for i, ins in enumerate(self.program.instructions):
-            args = [env[a] if isinstance(a, str) else x.new_tensor(a) for a in ins.args]
-            if ins.op in AGGREGATES:
-                env[ins.out] = self._aggregate(i, ins.op, args[0], x)
-            else:
-                env[ins.out] = OPS[ins.op].torch_fn(*args)
-        y = env["y"]
+        y = self._compiled_for(x)(env)["y"]
         if y.shape != x.shape:
             y = y.expand_as(x)
         return y * channel_view(self.gamma, x) + channel_view(self.beta, x)
+
+    def _compiled_for(self, x: torch.Tensor) -> CompiledProgram:
+        """The program compiled for ``x``'s device and dtype (its constants live there),
+        with every aggregate bound to this layer's ``_aggregate``."""
+        key = (x.device, x.dtype)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            def bind(index: int, ins: Instruction) -> Binding | None:
+                if ins.op not in AGGREGATES:
+                    return None
+                return partial(self._aggregate, index, ins.op), (ins.args[0], "x")
+            compiled = self._compiled[key] = CompiledProgram(
+                self.program, None, x.device, x.dtype, bind=bind)
+        return compiled
 
     def _aggregate(self, index: int, op: str, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         buffer = self._buffers_of.get(index)

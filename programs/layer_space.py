@@ -39,7 +39,7 @@ class LayerFamily(Space):
         return layer_analysis.layer_probe(self.prune(program), self.family)
 
     def simplify(self, program: Program) -> SymbolicProgram:
-        return layer_analysis.layer_sympy(program)
+        return layer_analysis.layer_sympy(program, self.inputs, self.outputs)
 
     def recognize(self, program: Program) -> Recognition | None:
         return layer_analysis.layer_recognize(self.prune(program))

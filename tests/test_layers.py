@@ -163,6 +163,19 @@ def test_runtime_batch_norm_seed_matches_torch_batch_norm():
     assert torch.allclose(layer.running_mean.flatten(), bn.running_mean, atol=1e-6)
 
 
+def test_runtime_module_follows_its_dtype_after_first_use():
+    """Constants are made on the input's device and dtype, so a layer used in float32
+    and then converted computes in float64, as a fresh float64 layer does."""
+    program = LayerSpace.parse("t = v1 * x\ns = sigmoid(t)\nn = x * s\n"
+                               "d = group_std(x)\ny = n / d\ny = y + 0.1\n")
+    x = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    used = ProgramLayer(program, 8)
+    used(x.float())
+    converted, fresh = used.double()(x), ProgramLayer(program, 8).double()(x)
+    assert converted.dtype == torch.float64
+    assert torch.equal(converted, fresh)
+
+
 def test_aggregates_reduce_over_their_axes():
     x = torch.randn(4, 6, 3, 3)
     assert torch.allclose(aggregate(x, x, "layer_mean"), x.mean((1, 2, 3), keepdim=True))
