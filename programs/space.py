@@ -10,13 +10,22 @@ fingerprint), ``simplify`` (SymPy form), ``recognize`` (known programs) and
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from . import analysis, fingerprint, futility, symbolic
 from . import recognize as recognition
 from .ops import LION_K_OPS, LION_SPACE_OPS
-from .program import Program, ProgramError, format_listing, parse_program
+from .program import (
+    Instruction,
+    Program,
+    ProgramError,
+    format_arg,
+    format_listing,
+    parse_lines,
+    parse_program,
+)
 
 
 @dataclass(frozen=True)
@@ -75,35 +84,87 @@ class Space:
         return parse_program(self.seed_text)
 
     def parse(self, text: str) -> Program:
-        """Parse and validate text for this space; raises ProgramError."""
-        program = parse_program(text)
-        reason = self.invalid_reason(program)
-        if reason:
-            raise ProgramError(reason)
-        return program
+        """Parse and validate text for this space; raises ProgramError citing the line at
+        fault, or saying which family the program looks like when it is another's."""
+        program, lines = parse_lines(text, self.ops)
+        other = self._looks_like(program)
+        if other is not None:
+            raise ProgramError(self._other_family_message(program, other),
+                               looks_like=other.family)
+        problem = self.problem(program)
+        if problem is None:
+            return program
+        index, message = problem
+        if index is None:
+            raise ProgramError(message)
+        raise ProgramError(message, *lines[index])
 
     def invalid_reason(self, program: Program) -> str | None:
         """Why the program is not valid in this space, or None when it is."""
+        problem = self.problem(program)
+        if problem is None:
+            return None
+        index, message = problem
+        return message if index is None else f"instruction {index + 1} {message}"
+
+    def problem(self, program: Program) -> tuple[int | None, str] | None:
+        """(index of the instruction at fault, or None where no one is; why the program
+        is not valid in this space), or None when it is valid."""
         if len(program) > self.max_length:
-            return f"too long: {len(program)} instructions (at most {self.max_length})"
-        for ins in program.instructions:
+            return None, f"too long: {len(program)} instructions (at most {self.max_length})"
+        for index, ins in enumerate(program.instructions):
             if ins.op not in self.ops:
-                return f"op {ins.op!r} is not in the {self.family} space"
+                return index, self._op_outside(ins)
             if ins.out in self.read_only:
-                return f"{ins.out!r} is an input and cannot be assigned"
+                return index, (f"assigns {ins.out!r}, an input, which cannot be assigned: "
+                               f"give the result a new name ({ins.out}2 = ...) and read that")
         missing = analysis.undefined_reads(program, self.inputs)
         if missing:
             index, name = missing[0]
-            return f"instruction {index + 1} reads {name!r} before it is defined"
+            return index, f"reads {name!r} before it is defined"
         assigned = program.assigned()
         for name in self.required:
             if name not in assigned:
-                return f"the program never assigns {name!r}"
+                return None, f"the program never assigns {name!r}"
         deps = analysis.dependencies(program, self.inputs, self.state)
         for name in self.required:
             if self.depends_on not in deps[name]:
-                return f"{name!r} does not depend on {self.depends_on!r}"
+                return None, f"{name!r} does not depend on {self.depends_on!r}"
         return None
+
+    def _op_outside(self, ins: Instruction) -> str:
+        message = f"uses op {ins.op!r}, which is not in the {self.family} space"
+        if ins.op == "sub" and {"negative", "add"} <= set(self.ops):
+            a, b = ins.args
+            if not isinstance(b, str):
+                return f"{message}: write {ins.out} = {format_arg(a)} + {format_arg(-b)}"
+            return f"{message}: write n = negative({b}), then {ins.out} = {format_arg(a)} + n"
+        close = difflib.get_close_matches(ins.op, self.ops, n=3)
+        return f"{message} (did you mean {', '.join(close)}?)" if close else message
+
+    def _looks_like(self, program: Program) -> Space | None:
+        """The other family's space a program seems written for: it leaves this space's
+        outputs unassigned and assigns that one's, or reads that one's inputs."""
+        assigned = program.assigned()
+        if set(self.required) <= assigned:
+            return None
+        unknown = {name for _, name in analysis.undefined_reads(program, self.inputs)}
+        for other in registered_spaces().values():
+            if other.family != self.family and (
+                    set(other.required) <= assigned or unknown & set(other.inputs)):
+                return other
+        return None
+
+    def _other_family_message(self, program: Program, other: Space) -> str:
+        unknown = {name for _, name in analysis.undefined_reads(program, self.inputs)}
+        reads = [name for name in other.inputs if name in unknown]
+        assigns = [name for name in other.required if name in program.assigned()]
+        does = " and ".join(
+            f"{verb} {', '.join(names)}" for verb, names in (("reads", reads),
+                                                             ("assigns", assigns)) if names)
+        return (f"this program {does}, like {_a(other.family)} program; {_a(self.family)} "
+                f"program reads {', '.join(self.inputs)} and assigns "
+                f"{', '.join(self.required)}")
 
     def prune(self, program: Program) -> Program:
         return analysis.prune(program, self.outputs, self.state)
@@ -198,12 +259,20 @@ maps (``soft_sign``, ``clip``, ``l2_normalize``, ``orthogonalize``)."""
 SPACES = {"optimizer": OptimizerSpace}
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def registered_spaces() -> dict[str, Space]:
+    """Every family's space by name; the layer space registers itself on import."""
+    from . import layer_space  # noqa: F401  (imports this module, then registers)
+    return SPACES
+
+
 def get_space(family: str) -> Space:
-    """The registered space of a family; the layer space registers itself on import."""
-    if family not in SPACES:
-        from . import layer_space  # noqa: F401  (imports this module, then registers)
+    """The registered space of a family."""
     try:
-        return SPACES[family]
+        return registered_spaces()[family]
     except KeyError:
         raise ProgramError(
             f"unknown family {family!r} (choose from {', '.join(SPACES)})") from None

@@ -53,7 +53,8 @@ class EvoprogGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (StoreError, ProgramError, SearchError, OutputError) as exc:
-            raise UserError(str(exc)) from None
+            family = getattr(exc, "looks_like", None)  # a program of the other family
+            raise UserError(f"{exc}; pass --family {family}" if family else str(exc)) from None
 
 
 def db_option(func):

@@ -98,6 +98,28 @@ def test_analyze_errors_name_the_line(tmp_path):
     assert missing.exit_code != 0 and "Traceback" not in missing.output
 
 
+def test_analyze_errors_cite_the_file_line_and_say_what_to_write(tmp_path):
+    path = tmp_path / "rule.txt"
+    path.write_text("def train(w, g, m, v, lr):\n  # momentum\n\n  m = interp(g, m, 0.9)\n"
+                    "  update = -m\n  return update, m, v\n")
+    result = invoke("analyze", path)
+    assert result.exit_code == 1
+    assert 'line 5 "update = -m": unary minus is written negative(m)' in result.output
+
+
+def test_a_program_of_the_other_family_suggests_the_family_flag():
+    layer = "t = v1 * x\ns = sigmoid(t)\ny = x * s\n"
+    result = invoke("analyze", "-", input=layer)
+    assert result.exit_code == 1
+    assert ("reads x, v1 and assigns y, like a layer program" in result.output
+            and result.output.rstrip().endswith("; pass --family layer"))
+    assert invoke("analyze", "-", "--family", "layer", input=layer).exit_code == 0
+    result = invoke("analyze", "-", "--family", "layer", input="update = sign(g)\n")
+    assert result.exit_code == 1
+    assert ("like an optimizer program" in result.output
+            and result.output.rstrip().endswith("; pass --family optimizer"))
+
+
 def test_show_prints_simplified_and_recognized(db):
     result = invoke("show", 3, "--latex", "--db", db)  # birth 2: Program 4
     assert result.exit_code == 0, result.output

@@ -234,7 +234,7 @@ def test_random_start_programs_are_valid():
 
 @pytest.mark.parametrize("text, message", [
     ("y = batch_mean(x, v1)", "batch_mean takes 1 argument"),
-    ("y = x ** 2", "cannot read expression"),
+    ("y = x ** 2", r"powers are written as calls: square\(x\)"),
     ("y = v0 * 2.0", "'y' does not depend on 'x'"),
     ("z = x * 2.0", "never assigns 'y'"),
     ("x = x * 2.0\ny = x * 1.0", "cannot be assigned"),

@@ -152,9 +152,9 @@ def test_parse_nullary_ops():
     ("a = g * 2\n\nb = interp(g, m)", 3, "argument"),
     ("a = pi(g)", 1, "argument"),
     ("a = g * 2\nb = sqrt(g$)", 2, "expected a variable name or a number"),
-    ("a = g ^ 2", 1, "cannot read"),
-    ("a = g + m + v", 1, "cannot read"),
-    ("a = g\n", 1, "cannot read"),
+    ("a = g ^ 2", 1, "powers are written as calls: square(g)"),
+    ("a = g + m + v", 1, "more than one op"),
+    ("a = g\n", 1, "'g' alone applies no op"),
     ("a = g * 2\nb sqrt(g)", 2, "expected 'name = op(args)'"),
     ("a = g * 2; b = sqrt(a); c sqrt(b)", 1, "expected"),
     ("3a = sqrt(g)", 1, "invalid variable name"),
@@ -165,8 +165,90 @@ def test_malformed_text_names_the_line(text, line, fragment):
     with pytest.raises(ProgramError) as info:
         parse_program(text)
     assert info.value.line == line
-    assert str(info.value).startswith(f"line {line}:")
+    statement = text.splitlines()[line - 1].split(";")[-1].strip()
+    assert str(info.value).startswith(f'line {line} "{statement}": ')
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("update = -g", "unary minus is written negative(g)"),
+    ("update = g * -lr", "unary minus is written negative(lr), on a line of its own"),
+    ("update = -sign(g)", "unary minus is written negative(x), on a line of its own"),
+    ("update = g ** 2", "powers are written as calls: square(g)"),
+    ("update = g**0.5", "powers are written as calls: sqrt(g)"),
+    ("update = g ** lr", "power(g, lr), which is |g| ** lr"),
+    ("x = g", "'g' alone applies no op: read g itself where x would be read"),
+    ("lr = 0.001", "a number alone applies no op"),
+    ("update = sign(square(g))", "more than one op: write one op per line, naming each "
+                                 "result (e.g. t = square(g), then use t)"),
+    ("update = g + m * v", "(e.g. t = m * v, then use t)"),
+    ("update = sign(g) * lr", "(e.g. t = sign(g), then use t)"),
+    ("update = sgn(g)", "unknown op 'sgn' (did you mean sign, sin?)"),
+    ("update = frobnicate(g)", "unknown op 'frobnicate' (README.md, Programs, lists the ops)"),
+    ("update = clip(g)", "clip takes 2 arguments, got 1: write clip(x, y)"),
+    ("update = pi(g)", "pi takes 0 arguments, got 1: write pi()"),
+    ("update = sign(g", "unbalanced parentheses"),
+    ("def train(w, g)", "a header is written 'def name(inputs):'"),
+])
+def test_unreadable_text_says_what_to_write(text, message):
+    with pytest.raises(ProgramError) as info:
+        parse_program(text)
+    assert message in str(info.value)
+
+
+def test_space_errors_cite_the_line_of_the_text():
+    text = "def train(w, g, m, v, lr):\n  # sign descent\n\n  a = sign(g)\n  update = a * b\n"
+    with pytest.raises(ProgramError) as info:
+        SPACE.parse(text)
+    assert str(info.value) == 'line 5 "update = a * b": reads \'b\' before it is defined'
+    assert info.value.line == 5 and info.value.source == "update = a * b"
+    with pytest.raises(ProgramError, match=r'^line 2 "g = sign\(g\)": assigns \'g\', an '
+                                           "input, which cannot be assigned: give the result "
+                                           "a new name"):
+        SPACE.parse("m = g * 1.0  # comment\ng = sign(g); update = g * lr")
+    # Without text, the same problems name the instruction.
+    assert SPACE.invalid_reason(parse_program(text)) == (
+        "instruction 2 reads 'b' before it is defined")
+
+
+def test_layer_subtraction_says_how_to_write_it():
+    layer = get_space("layer")
+    with pytest.raises(ProgramError, match=r"^line 2 \"y = x - mu\": uses op 'sub', which "
+                                           r"is not in the layer space: write n = "
+                                           r"negative\(mu\), then y = x \+ n$"):
+        layer.parse("mu = batch_mean(x)\ny = x - mu")
+    with pytest.raises(ProgramError, match=r"write y = x \+ -1\.0$"):
+        layer.parse("y = x - 1.0")
+
+
+def test_unknown_op_suggestions_come_from_the_space():
+    with pytest.raises(ProgramError, match=r"did you mean sigmoid\?"):
+        get_space("layer").parse("y = sigmoyd(x)")
+    with pytest.raises(ProgramError, match="did you mean sign, sin"):
+        SPACE.parse("update = sgn(g)")
+
+
+LAYER_TEXT = "def layer(x, v0, v1):\n  t = v1 * x\n  s = sigmoid(t)\n  y = x * s\n  return y\n"
+OPTIMIZER_TEXT = "update = sign(g)\nupdate = update * lr\n"
+
+
+def test_a_program_of_the_other_family_is_named():
+    with pytest.raises(ProgramError) as info:
+        SPACE.parse(LAYER_TEXT)
+    assert info.value.looks_like == "layer" and info.value.line is None
+    assert str(info.value) == (
+        "this program reads x, v1 and assigns y, like a layer program; an optimizer "
+        "program reads w, g, m, v, lr, step and assigns update")
+    with pytest.raises(ProgramError) as info:
+        get_space("layer").parse(OPTIMIZER_TEXT)
+    assert info.value.looks_like == "optimizer"
+    assert str(info.value).startswith(
+        "this program reads g, lr and assigns update, like an optimizer program; a layer "
+        "program reads x, v0, v1 and assigns y")
+    # A program of the right family with a mistake is not taken for the other family.
+    with pytest.raises(ProgramError) as info:
+        get_space("layer").parse("y = sign(x)")
+    assert info.value.looks_like is None
 
 
 @pytest.mark.parametrize(
