@@ -119,6 +119,8 @@ _FIRST_OP_RES = [re.compile(rf"{_NAME}\s*\([^()]*\)"),
 _POWER_RE = re.compile(rf"^({_ATOM})\s*(?:\*\*|\^)\s*({_ATOM})$")
 _UNARY_MINUS_RE = re.compile(rf"(?:^|[-+*/(,])\s*-\s*(?:({_NAME})\b(?!\s*\()|[A-Za-z_(])")
 _POWER_OPS = {2.0: "square", 3.0: "cube", 0.5: "sqrt"}
+# How Python source (such as an exported optimizer's file) starts, and program text never.
+_PYTHON_RE = re.compile(r"^(\"\"\"|'''|import\s|from\s+\S+\s+import\s|class\s|@)")
 
 
 def _parse_arg(text: str, line: int, statement: str) -> Arg:
@@ -177,6 +179,10 @@ def _unknown_op(name: str, ops: Collection[str]) -> str:
 
 
 def _parse_instruction(text: str, line: int, ops: Collection[str]) -> Instruction:
+    if _PYTHON_RE.match(text):
+        raise ProgramError("this is Python source (an exported optimizer or layer?), not "
+                           "program text; `evoprog show ID` prints an individual's program",
+                           line, text)
     if text.startswith("def "):
         raise ProgramError("a header is written 'def name(inputs):'", line, text)
     if "=" not in text:

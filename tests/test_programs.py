@@ -189,6 +189,9 @@ def test_malformed_text_names_the_line(text, line, fragment):
     ("update = pi(g)", "pi takes 0 arguments, got 1: write pi()"),
     ("update = sign(g", "unbalanced parentheses"),
     ("def train(w, g)", "a header is written 'def name(inputs):'"),
+    ('"""Evolved7: An optimizer discovered by evoprog.', "this is Python source"),
+    ("import torch", "this is Python source"),
+    ("from torch import nn", "this is Python source"),
 ])
 def test_unreadable_text_says_what_to_write(text, message):
     with pytest.raises(ProgramError) as info:
