@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import signal
+import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -32,7 +37,7 @@ from ..programs.report import Description, describe
 from ..programs.space import get_space
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
-from .output_files import OutputError, check_output, save_figure, write_text
+from .output_files import SQLITE_SIDE_FILES, OutputError, check_output, save_figure, write_text
 from .pareto import pareto_front
 from .ranking import distinct_functions, functionally_distinct
 
@@ -47,7 +52,9 @@ class UserError(click.ClickException):
 
 
 class EvoprogGroup(click.Group):
-    """Turns the errors users can cause into one-line messages instead of tracebacks."""
+    """Turns the errors users can cause into one-line messages instead of tracebacks,
+    and Ctrl-C (or SIGTERM) in a command without its own handling into one line and the
+    signal's exit code instead of click's bare "Aborted!"."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -55,6 +62,22 @@ class EvoprogGroup(click.Group):
         except (StoreError, ProgramError, SearchError, OutputError) as exc:
             family = getattr(exc, "looks_like", None)  # a program of the other family
             raise UserError(f"{exc}; pass --family {family}" if family else str(exc)) from None
+        except KeyboardInterrupt as exc:
+            word, code = _stopped_by(exc)
+            err_console.print(f"\n{word}.")
+            sys.exit(code)
+
+
+def _stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the command, in a word, and the exit code a shell gives that signal:
+    130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    return ("Interrupted" if signum == signal.SIGINT else "Terminated"), 128 + signum
+
+
+def _db_arg(path: Path) -> str:
+    """``--db PATH`` as a user can paste it into a shell."""
+    return f"--db {shlex.quote(str(path))}"
 
 
 def db_option(func):
@@ -81,6 +104,27 @@ def open_existing(db_path: Path) -> Store:
     return Store.open(db_path, create=False)
 
 
+@contextmanager
+def open_for_runs(db_path: Path) -> Iterator[Store]:
+    """``Store.open`` for a command that adds runs. A database file that the command
+    created is removed again when no run was recorded in it (the search failed to start,
+    or was stopped before), so a mistake leaves no empty file behind; a file that was
+    there before, or that holds a run, is never removed."""
+    existed = db_path.exists()
+    store = Store.open(db_path)
+    try:
+        yield store
+    finally:
+        try:
+            unused = not existed and store.latest_run_id() is None
+        except sqlite3.Error:
+            unused = False
+        store.close()
+        if unused:
+            for path in (db_path, *(Path(f"{db_path}{side}") for side in SQLITE_SIDE_FILES)):
+                path.unlink(missing_ok=True)
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -100,6 +144,21 @@ def cli() -> None:
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _items(value: str, option: str) -> list[str]:
+    """A comma-separated option's items ([] for none). An empty item or one listed twice
+    is a usage error: it is a typo, and guessing what was meant could cost a long run."""
+    if not value.strip():
+        return []
+    items = [part.strip() for part in value.split(",")]
+    if "" in items:
+        raise click.BadParameter(f"empty item in {value!r}", param_hint=option)
+    twice = sorted({item for item in items if items.count(item) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} listed twice in {value!r}",
+                                 param_hint=option)
+    return items
 
 
 RECORD_ID = click.IntRange(min=1, max=2 ** 63 - 1)  # what SQLite's ids can be
@@ -125,8 +184,14 @@ LATER_TIERS = "later"  # what --funnel alone stands for
 
 
 def _funnel(spec: str, tier: str) -> list[str]:
-    """``--funnel``'s tiers; given alone, every tier costlier than the search's."""
-    return list(TIERS[TIERS.index(tier) + 1:]) if spec == LATER_TIERS else _split(spec)
+    """``--funnel``'s tiers; given alone, every tier costlier than the search's (a usage
+    error after the costliest, where it would silently promote nothing)."""
+    if spec != LATER_TIERS:
+        return _items(spec, "--funnel")
+    if tier == TIERS[-1]:
+        raise click.BadParameter(f"no tier comes after --tier {tier}, the costliest, so "
+                                 "there is none to promote to", param_hint="--funnel")
+    return list(TIERS[TIERS.index(tier) + 1:])
 
 
 def _op_list(family: str, spec: str) -> list[str]:
@@ -198,8 +263,8 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
            quiet: bool, db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
-                          tournament=tournament, seed=seed, tasks=_split(tasks), tier=tier,
-                          parallel=parallel, cpus_per_eval=cpus_per_eval,
+                          tournament=tournament, seed=seed, tasks=_items(tasks, "--tasks"),
+                          tier=tier, parallel=parallel, cpus_per_eval=cpus_per_eval,
                           gpus_per_eval=gpus_per_eval, strategy=strategy, start=start,
                           selection=selection or "", funnel=_funnel(funnel, tier),
                           promote=promote,
@@ -213,7 +278,7 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
     if tournament > population and strategy == "evolution":
         click.echo(f"note: --tournament {tournament} is larger than --population "
                    f"{population}: every tournament takes the whole population", err=True)
-    with Store.open(db_path) as store:
+    with open_for_runs(db_path) as store:
         _run_search(store, quiet, lambda hook: Search.start(store, config, address,
                                                             on_progress=hook))
 
@@ -229,8 +294,8 @@ def resume(run_id: int, address: str | None, max_seconds: float | None, quiet: b
            db_path: Path) -> None:
     """Continue a stopped run from what its database holds.
 
-    Works for a run stopped with Ctrl-C (status 'interrupted') or by its time limit
-    ('stopped'), one whose driver was
+    Works for a run stopped with Ctrl-C or SIGTERM (status 'interrupted') or by its
+    time limit ('stopped'), one whose driver was
     killed or lost its machine (it still shows 'running'), and one that failed. The
     population is rebuilt by replaying the recorded individuals, and candidates that
     were being evaluated are evaluated again, so the run ends with the same individuals
@@ -245,6 +310,8 @@ def resume(run_id: int, address: str | None, max_seconds: float | None, quiet: b
 
 
 def _run_search(store: Store, quiet: bool, make) -> None:
+    """Start (or resume) a search with ``make``, show its progress, print its best
+    programs; Ctrl-C or SIGTERM ends it with the command that continues it."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as Bar
 
@@ -255,38 +322,43 @@ def _run_search(store: Store, quiet: bool, make) -> None:
     searcher_id = [0]
 
     def hook(p: Progress) -> None:
-        if p.phase != "search":
-            bar.update(task, description=f"run {searcher_id[0]}: {p.phase}")
+        if p.phase != "search":  # the funnel: this tier's programs, not the individuals
+            bar.update(task, description=f"run {searcher_id[0]}: {p.phase}",
+                       completed=p.phase_done, total=p.phase_total,
+                       stats=f"promoting the best {p.phase_total} to {p.phase}")
+            return
         stats = (f"{p.rate:.1f}/s  evaluated {p.evaluated}  cache hits {p.cache_hits}  "
                  f"rejected {p.rejected}  best {fmt(p.best)}")
         bar.update(task, completed=p.done, total=p.budget, stats=stats)
 
     try:
         searcher = make(hook)
-    except KeyboardInterrupt:
-        err_console.print("\nInterrupted while starting; nothing was searched.")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        word, code = _stopped_by(exc)
+        err_console.print(f"\n{word} while starting; nothing was searched.")
+        sys.exit(code)
     searcher_id[0] = searcher.run_id
     try:
         config = searcher.config
         gpus = f", {config.gpus_per_eval:g} GPU each" if config.gpus_per_eval else ""
         click.echo(f"run {searcher.run_id} ({config.family}, budget {config.budget}, "
                    f"{config.parallel} in flight{gpus}) -> {store.path}")
-        bar.update(task, description=f"run {searcher.run_id}")
+        bar.update(task, description=f"run {searcher.run_id}: tier {config.tier}")
         with bar:
             searcher.run()
         if store.run(searcher.run_id)["status"] == "stopped":
             err_console.print(f"Time is up. Continue with: evoprog resume {searcher.run_id} "
-                              f"--db {store.path}")
+                              f"{_db_arg(store.path)}")
         _print_top(store, searcher.run_id, 5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C may also come just after the last individual, while results print.
+        word, code = _stopped_by(exc)
         if store.run(searcher.run_id)["status"] == "finished":
-            err_console.print(f"\nInterrupted; run {searcher.run_id} had finished.")
+            err_console.print(f"\n{word}; run {searcher.run_id} had finished.")
         else:
-            err_console.print(f"\nInterrupted. Continue with: evoprog resume "
-                              f"{searcher.run_id} --db {store.path}")
-        sys.exit(130)
+            err_console.print(f"\n{word}. Continue with: evoprog resume "
+                              f"{searcher.run_id} {_db_arg(store.path)}")
+        sys.exit(code)
 
 
 # -- inspect -----------------------------------------------------------------------------
@@ -775,16 +847,16 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
     import torch
 
     from ..evaluators import get_task, task_family
-    from ..evaluators.suite import evaluate_suite
 
     overrides = {}
     if lr_scales:
+        overrides["lr_scales"] = _lr_scales(lr_scales)
         try:
-            overrides["lr_scales"] = tuple(float(part) for part in _split(lr_scales))
             get_task(DEFAULT_TASKS["optimizer"][0], tier, **overrides)  # the settings' checks
         except ValueError:
             raise click.BadParameter(f"expected positive numbers such as 1,3,10, got "
                                      f"{lr_scales!r}", param_hint="--lr-scales") from None
+    task_names = _items(tasks, "--tasks")
     if train_anyway:
         overrides["probe_checks"] = False
     plans = []  # (family, label, program, task names), all checked before any training
@@ -796,7 +868,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                                                               train_anyway)) if used)
             raise UserError(f"{label} is {_a(program_family)} program; {options}: for "
                             "optimizers only")
-        names = _split(tasks) or list(DEFAULT_TASKS[program_family])
+        names = task_names or list(DEFAULT_TASKS[program_family])
         plans.append((program_family, label, program, names))
         for name in names:
             try:
@@ -807,24 +879,61 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                 raise UserError(f"{label} is {_a(program_family)} program; task {name!r} "
                                 f"scores {scores} programs")
     torch.set_num_threads(threads)
-    rows = []
-    for program_family, label, program, names in plans:
-        with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
-            result, records = evaluate_suite(program, names, tier, **overrides)
-        per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
-                                "fitness": r["fitness"],
-                                "metric": r["metrics"].get("metric"),
-                                "lr_scale": r["metrics"].get("lr_scale"),
-                                "lr_scales": [e["lr_scale"] for e in
-                                              r["metrics"].get("per_scale", [])],
-                                "scores": r["metrics"].get("scores"),
-                                "seconds": r["seconds"]} for r in records}
-        trained = next((t["lr_scales"] for t in per_task.values() if t["lr_scales"]), [])
-        rows.append({"target": label, "family": program_family, "tier": tier,
-                     "tasks": names, "lr_scales": trained,
-                     "status": result.status, "reason": result.reason,
-                     "fitness": result.fitness, "seconds": result.seconds,
-                     "per_task": per_task})
+    rows: list[dict] = []
+    try:
+        for plan in plans:
+            rows.append(_evaluated(*plan, tier, overrides))
+    except KeyboardInterrupt as exc:
+        word, code = _stopped_by(exc)
+        if rows:
+            _print_evaluations(rows, tier, as_json)
+        done = f" ({len(rows)} of {len(plans)} scored, above)" if rows else ""
+        err_console.print(f"\n{word} while training {plans[len(rows)][1]}{done}. evaluate "
+                          "writes nothing to the database, so nothing recorded was lost.",
+                          highlight=False)
+        sys.exit(code)
+    _print_evaluations(rows, tier, as_json)
+
+
+def _lr_scales(value: str) -> tuple[float, ...]:
+    """``--lr-scales``: distinct positive numbers, without empty items."""
+    items = _items(value, "--lr-scales")
+    try:
+        scales = tuple(float(item) for item in items)
+    except ValueError:
+        scales = ()
+    if not scales or not all(math.isfinite(x) and x > 0 for x in scales):
+        raise click.BadParameter(f"expected positive numbers such as 1,3,10, got {value!r}",
+                                 param_hint="--lr-scales")
+    twice = sorted({x for x in scales if scales.count(x) > 1})
+    if twice:  # written differently, the same number: 3 and 3.0
+        raise click.BadParameter(f"{', '.join(f'{x:g}' for x in twice)} listed twice in "
+                                 f"{value!r}", param_hint="--lr-scales")
+    return scales
+
+
+def _evaluated(program_family: str, label: str, program: Program, names: list[str],
+               tier: str, overrides: dict) -> dict:
+    """One row of ``evaluate``'s output: the program trained on ``names`` at ``tier``."""
+    from ..evaluators.suite import evaluate_suite
+
+    with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
+        result, records = evaluate_suite(program, names, tier, **overrides)
+    per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
+                            "fitness": r["fitness"],
+                            "metric": r["metrics"].get("metric"),
+                            "lr_scale": r["metrics"].get("lr_scale"),
+                            "lr_scales": [e["lr_scale"] for e in
+                                          r["metrics"].get("per_scale", [])],
+                            "scores": r["metrics"].get("scores"),
+                            "seconds": r["seconds"]} for r in records}
+    trained = next((t["lr_scales"] for t in per_task.values() if t["lr_scales"]), [])
+    return {"target": label, "family": program_family, "tier": tier, "tasks": names,
+            "lr_scales": trained, "status": result.status, "reason": result.reason,
+            "fitness": result.fitness, "seconds": result.seconds, "per_task": per_task}
+
+
+def _print_evaluations(rows: list[dict], tier: str, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
@@ -906,7 +1015,9 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     from .rediscover import TARGETS, report_runs
     from .rediscover import rediscover as run_rediscovery
 
-    tiers = [] if transfer_tiers.strip().lower() == "none" else _split(transfer_tiers)
+    tiers = [] if transfer_tiers.strip().lower() == "none" else _items(transfer_tiers,
+                                                                      "--transfer-tiers")
+    search_tasks = _items(tasks, "--tasks")
     for t in tiers:  # checked now, not after the searches
         if t not in TIERS:
             raise click.BadParameter(f"unknown tier {t!r} (tiers: {', '.join(TIERS)}, or "
@@ -917,6 +1028,10 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
         check_output(plot_path, db_path, image=True)
     compare = None if compare_tier == "none" else compare_tier
     ops = _op_list(TARGETS[target].family, op_spec)
+    # what `--runs` needs besides the ids to write this report again
+    report_options = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value, default in (
+        ("--compare-tier", compare_tier, "B"), ("--transfer-tiers", transfer_tiers, "A,B"),
+        ("--report", report_path, None), ("--plot", plot_path, None)) if value != default)
     if run_ids is not None:
         try:
             ids = [_record_id(part) for part in _split(run_ids)]
@@ -929,7 +1044,12 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                 report = report_runs(store, target, ids, compare, tiers)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-        _write_rediscovery(report, report_path, plot_path)
+            except KeyboardInterrupt as exc:
+                word, code = _stopped_by(exc)
+                err_console.print(f"\n{word} while scoring the report; the runs are as they "
+                                  "were, and the same command reports them again.")
+                sys.exit(code)
+        _write_rediscovery(report, report_path, plot_path, db_path)
         return
     bar = Bar(console=err_console, disable=quiet)
     task = bar.add_task("rediscover", total=None)
@@ -943,20 +1063,46 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                           + (f"{r.found_as} in the top {10} at birth {r.birth}"
                              if r.found else "target not found"), highlight=False)
 
-    with Store.open(db_path) as store, bar:
+    started: list[int] = []  # the runs this study recorded, in order
+    with open_for_runs(db_path) as store:
         try:
-            report = run_rediscovery(
-                store, target, range(first_seed, first_seed + seeds), budget, max_seconds,
-                population, tournament, parallel, _split(tasks), random_baseline,
-                compare, tiers, address, on_progress=progress, on_run=finished, ops=ops,
-                tier=tier, neutral=neutral)
+            with bar:
+                report = run_rediscovery(
+                    store, target, range(first_seed, first_seed + seeds), budget,
+                    max_seconds, population, tournament, parallel, search_tasks,
+                    random_baseline, compare, tiers, address, on_progress=progress,
+                    on_run=finished, ops=ops, tier=tier, neutral=neutral,
+                    on_start=started.append)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    _write_rediscovery(report, report_path, plot_path)
+        except KeyboardInterrupt as exc:
+            _rediscovery_stopped(exc, store, target, started, report_options)
+    _write_rediscovery(report, report_path, plot_path, db_path)
 
 
-def _write_rediscovery(report, report_path: Path | None, plot_path: Path | None) -> None:
-    _print_rediscovery(report)
+def _rediscovery_stopped(exc: KeyboardInterrupt, store: Store, target: str,
+                         run_ids: list[int], report_options: str) -> NoReturn:
+    """Exit with one line on what a stopped study recorded and the command that reports
+    it (the searches' records are kept, so no search needs to run again)."""
+    word, code = _stopped_by(exc)
+    if not run_ids:
+        err_console.print(f"\n{word} before a search started; nothing was recorded.")
+        sys.exit(code)
+    ids = ",".join(str(run_id) for run_id in run_ids)
+    db = _db_arg(store.path)
+    unfinished = "".join(f"; run {run_id} is unfinished (evoprog resume {run_id} {db} "
+                         "finishes it)" for run_id in run_ids
+                         if store.run(run_id)["status"] != "finished")
+    recorded = f"Runs {ids} are" if len(run_ids) > 1 else f"Run {ids} is"
+    err_console.print(f"\n{word}. {recorded} recorded{unfinished}. Report them with: "
+                      f"evoprog rediscover {target} --runs {ids} {db}{report_options}",
+                      soft_wrap=True, markup=False, highlight=False)
+    sys.exit(code)
+
+
+def _write_rediscovery(report, report_path: Path | None, plot_path: Path | None,
+                       db_path: Path) -> None:
+    _print_rediscovery(report, db_path)
     try:
         if report_path:
             write_text(report_path, json.dumps(report.to_json(), indent=2))
@@ -970,13 +1116,17 @@ def _write_rediscovery(report, report_path: Path | None, plot_path: Path | None)
                         "again") from None
 
 
-def _print_rediscovery(report) -> None:
+def _print_rediscovery(report, db_path: Path) -> None:
+    """The report's tables; a run that has not searched its whole budget is marked, with
+    the command that finishes it."""
     table = Table("strategy", "seed", "run", "found", "as", "birth", "generated",
                   "evaluated", "wall s", "fitness", "vs start", "lineage",
                   title=f"rediscovering {report.target}")
     for r in report.runs:
         table.add_row(
-            r.strategy, str(r.seed), str(r.run_id), "yes" if r.found else "no",
+            r.strategy, str(r.seed),
+            str(r.run_id) if r.finished else f"{r.run_id} ({r.status})",
+            "yes" if r.found else "no",
             r.found_as or "-", str(r.birth) if r.found else "-",
             str(r.generated_by_then if r.found else r.generated),
             str(r.evaluated_by_then if r.found else r.evaluated),
@@ -985,8 +1135,16 @@ def _print_rediscovery(report) -> None:
             f"{r.ratio_to_start:.3f} ({r.compare_tier})" if r.ratio_to_start else "-",
             str(len(r.lineage) - 1) + " mutations" if r.lineage else "-")
     console.print(table)
+    for r in report.runs:
+        if not r.finished:
+            state = "still running, or its driver died" if r.status == "running" \
+                else r.status
+            console.print(f"run {r.run_id} is unfinished ({state}, {r.individuals} of "
+                          f"{r.budget} individuals): its row covers what it recorded. "
+                          f"evoprog resume {r.run_id} {_db_arg(db_path)} finishes it.",
+                          soft_wrap=True, markup=False, highlight=False)
     for strategy, text in report.summary().items():
-        console.print(f"{strategy}: target family in the top 10 in {text} seeds")
+        console.print(f"{strategy}: target family in the top 10 in {text}")
     if report.transfer:
         keys = [k for k in report.transfer[0] if k not in ("program", "not_scored")]
         table = Table("program", *keys, title="held-out tasks (fitness)")

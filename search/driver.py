@@ -42,8 +42,10 @@ AUTO_PARALLEL_PER_SLOT = 4
 # (the driver also commits before it waits for a worker). A killed driver loses at most
 # these: to ``resume`` they are evaluations that were still in flight.
 COMMIT_SECONDS = 0.05
-# The longest the driver waits on Ray before it looks at Ctrl-C again.
+# The longest the driver waits on Ray before it looks at Ctrl-C (or SIGTERM) again.
 WAIT_SECONDS = 0.25
+# Signals that stop a search as Ctrl-C does: marked interrupted, resumable.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 STRATEGIES = ("evolution", "random")
@@ -170,7 +172,9 @@ class Progress:
     cache_hits: int = 0
     rejected: int = 0
     best: float | None = None
-    phase: str = "search"
+    phase: str = "search"  # or the funnel tier being evaluated: "tier B"
+    phase_done: int = 0  # programs of the funnel tier scored so far, of phase_total
+    phase_total: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -180,6 +184,19 @@ class Progress:
 
 class SearchError(RuntimeError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the command. ``signum`` says which, so the command can
+    exit with the code a shell gives that signal (128 + signum: 130, 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 # How long joining a cluster waits for its head to answer before giving up (Ray itself
@@ -194,10 +211,24 @@ def _join(address: str | None) -> dict:
     if shown and shown != "auto" and not ray.is_initialized():
         _check_reachable(shown)
     try:
-        return start_ray(address)
+        cluster = start_ray(address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).split(". ")[0].rstrip(".")
         raise SearchError(f"cannot join the Ray cluster at {shown}: {first}") from None
+    _sigterm_as_ctrl_c()
+    return cluster
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """Make SIGTERM (``kill``, a cluster scheduler) stop the driver as Ctrl-C does.
+
+    Ray's driver answers SIGTERM with ``sys.exit`` after its C++ handler prints a stack
+    dump, and a search stopped that way was marked failed. Raising ``Interrupted``
+    instead ends the run 'interrupted' and lets the command print how to resume it.
+    Only the main thread can install handlers.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
 def _check_reachable(address: str) -> None:
@@ -239,7 +270,7 @@ class Search:
         self.waiting_on: dict[int, list[int]] = {}
         self.in_flight: dict[ray.ObjectRef, int] = {}
         self.lost: dict[int, int] = {}  # birth -> evaluations lost with their worker
-        self._interrupted = threading.Event()  # set by Ctrl-C while run() searches
+        self._interrupted = _StopRequest()  # set by Ctrl-C or SIGTERM while run() searches
         # Ray rebuilds a task's options on every ``options()`` call: build them once.
         self.evaluate = evaluate_remote.options(num_cpus=config.cpus_per_eval,
                                                 num_gpus=config.gpus_per_eval or 0)
@@ -277,7 +308,7 @@ class Search:
         """Search until the budget of individuals is recorded (or the time is up), then
         promote the best through the funnel tiers; returns the run id."""
         try:
-            with _torch_threads(1), _ctrl_c_deferred() as self._interrupted, \
+            with _torch_threads(1), _stop_signals_deferred() as self._interrupted, \
                     self.store.grouped_commits(COMMIT_SECONDS):
                 finished = self._search()
                 for depth, tier in enumerate(self.config.funnel if finished else ()):
@@ -415,7 +446,7 @@ class Search:
         while not ready and not self._interrupted.is_set():
             ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
         if self._interrupted.is_set():
-            raise KeyboardInterrupt
+            raise Interrupted(self._interrupted.signum)
         return ready
 
     def _receive(self, ref: ray.ObjectRef) -> None:
@@ -466,13 +497,18 @@ class Search:
         tier at ``tier`` and record the results beside the search's own. Programs
         already scored at this tier (a resumed run) are not evaluated again. As in the
         search, a lost worker's evaluation is submitted again (at most ``MAX_LOST``
-        times) and Ctrl-C is answered between waits."""
+        times) and Ctrl-C is answered between waits. The progress shows this tier and
+        counts its programs from the start, as the first of them can take minutes."""
         key = suite_key(self.config.tasks)
-        self.progress.phase = f"tier {tier}"
         waiting: dict[ray.ObjectRef, tuple[dict, int]] = {}
-        for ind in self._ranked(previous, count):
+        ranked = self._ranked(previous, count)
+        for ind in ranked:
             if not self.store.has_evaluation(ind["id"], key, tier):
                 waiting[self.evaluate.remote(ind["text"], self.config.tasks, tier)] = (ind, 0)
+        progress = self.progress
+        progress.phase, progress.phase_total = f"tier {tier}", len(ranked)
+        progress.phase_done = len(ranked) - len(waiting)
+        self.on_progress(progress)
         while waiting:
             for done in self._wait(list(waiting)):
                 ind, lost = waiting.pop(done)
@@ -493,7 +529,8 @@ class Search:
                     if len(self.config.tasks) > 1:
                         rows += _evaluation_rows([{**result, "task": key, "tier": tier}])
                 self.store.add_evaluations(ind["id"], rows)
-                self.on_progress(self.progress)
+                progress.phase_done += 1
+                self.on_progress(progress)
 
     def _ranked(self, tier: str, n: int) -> list[dict]:
         """The run's ``n`` best ok programs by their fitness at ``tier``, one per
@@ -555,34 +592,42 @@ def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
         config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
 
 
+class _StopRequest(threading.Event):
+    """Set by Ctrl-C or SIGTERM; ``signum`` is the signal that came."""
+
+    signum: int = signal.SIGINT
+
+
 @contextmanager
-def _ctrl_c_deferred() -> Iterator[threading.Event]:
-    """Turn Ctrl-C into an event the search loop checks between waits.
+def _stop_signals_deferred() -> Iterator[_StopRequest]:
+    """Turn Ctrl-C and SIGTERM into a request the search loop checks between waits.
 
     Python raises KeyboardInterrupt only where the main thread runs Python code, and
     Ray's blocking waits run the signal handler from inside their C++ loop, where the
     exception can be lost: the search then ran on to its end. A handler that only sets
-    an event cannot be lost that way. A second Ctrl-C interrupts at once. Elsewhere
-    than the main thread (where handlers cannot be installed) Ctrl-C keeps its usual
+    an event cannot be lost that way. A second signal interrupts at once. Elsewhere
+    than the main thread (where handlers cannot be installed) both keep their usual
     behaviour.
     """
-    event = threading.Event()
+    request = _StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield event
+        yield request
         return
 
     def handler(signum: int, frame: object) -> None:
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
+        if request.is_set():
+            raise Interrupted(signum)
+        request.signum = signum
+        request.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
-        yield event
+        yield request
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if event.is_set():
-        raise KeyboardInterrupt
+        for signum, before in previous.items():  # None: a handler set outside Python
+            signal.signal(signum, signal.SIG_DFL if before is None else before)
+    if request.is_set():
+        raise Interrupted(request.signum)
 
 
 @contextmanager

@@ -75,6 +75,12 @@ class RunReport:
     lineage: list[str] = field(default_factory=list)
     pruned: str | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)  # (evaluated, best)
+    status: str = "finished"  # the run's; any other has not recorded its whole budget
+    budget: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
 
 
 @dataclass
@@ -89,12 +95,15 @@ class Report:
                 "runs": [asdict(r) for r in self.runs], "transfer": self.transfer}
 
     def summary(self) -> dict[str, str]:
-        """Per strategy: 'found in k of n seeds'."""
+        """Per strategy: 'k of n seeds' that found the target, and how many of their
+        runs are unfinished (their budget not all searched)."""
         out = {}
         for strategy in ("evolution", "random"):
             runs = [r for r in self.runs if r.strategy == strategy]
             if runs:
-                out[strategy] = f"{sum(r.found for r in runs)} of {len(runs)}"
+                unfinished = sum(not r.finished for r in runs)
+                out[strategy] = f"{sum(r.found for r in runs)} of {len(runs)} seeds" + (
+                    f" ({unfinished} of the runs unfinished)" if unfinished else "")
         return out
 
 
@@ -116,7 +125,7 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     best = -math.inf
     curve: list[tuple[int, float]] = []
     report = RunReport(run_id, config.seed, config.strategy, len(individuals), 0, 0,
-                       0.0, None)
+                       0.0, None, status=run["status"], budget=config.budget)
     for ind in individuals:
         generated += 1 + int(ind.get("discarded_invalid") or 0) + \
             int(ind.get("discarded_same") or 0)
@@ -173,12 +182,14 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                transfer_tiers: Sequence[str] = ("A", "B"), address: str | None = None,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None,
-               ops: Sequence[str] = (), tier: str = "A", neutral: bool = False) -> Report:
+               ops: Sequence[str] = (), tier: str = "A", neutral: bool = False,
+               on_start: Callable[[int], None] | None = None) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
     later from the run ids alone. ``ops`` limits the space (empty: all its ops);
     ``tier`` is the tier the searches score candidates at; ``neutral`` is the search's
-    option of that name (evolution keeps dead-code-only children)."""
+    option of that name (evolution keeps dead-code-only children). ``on_start`` gets
+    each run's id as it is created, so an interrupted study can say what it recorded."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
@@ -193,6 +204,8 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
             label = f"{strategy} seed {seed}"
             search = Search.start(store, config, address, on_progress=(
                 (lambda p, label=label: on_progress(label, p)) if on_progress else None))
+            if on_start:
+                on_start(search.run_id)
             search.run()
             run_ids.append(search.run_id)
             if on_run:

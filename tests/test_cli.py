@@ -437,7 +437,7 @@ def test_search_tier_and_funnel_options(tmp_path):
     from evoprog.search.cli import _funnel
 
     assert _funnel("later", "A") == ["B", "C"] and _funnel("later", "B") == ["C"]
-    assert _funnel("later", "C") == [] and _funnel("C", "B") == ["C"]
+    assert _funnel("C", "B") == ["C"] and _funnel("", "A") == []
     # A funnel tier no costlier than the search's own is refused before Ray starts.
     result = invoke("search", "optimizer", "--tier", "B", "--funnel", "B,C",
                     "--db", tmp_path / "t.db")
@@ -445,6 +445,89 @@ def test_search_tier_and_funnel_options(tmp_path):
     assert "funnel tiers must come after the search's tier B" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "t.db").exists()
     assert invoke("search", "optimizer", "--tier", "D").exit_code == 2
+    # --funnel alone after the costliest tier would promote nothing
+    for args, words in ((["--tier", "C", "--funnel"], ["--funnel", "no tier comes after"]),
+                        (["--funnel", "B,B"], ["--funnel", "B listed twice"]),
+                        (["--funnel", "B,"], ["--funnel", "empty item"])):
+        result = invoke("search", "optimizer", *args, "--db", tmp_path / "t.db")
+        assert result.exit_code == 2, result.output
+        assert_clean_error(result, "Invalid value", *words)
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_repeated_or_empty_list_items_are_usage_errors(tmp_path):
+    """A task or learning-rate scale listed twice, or an empty item between commas, is
+    a typo: one usage error before any work."""
+    for command, option, value, words in (
+            ("search", "--tasks", "digits_mlp,digits_mlp", ["digits_mlp listed twice"]),
+            ("search", "--tasks", "digits_mlp,,char_lm", ["empty item"]),
+            ("evaluate", "--tasks", "digits_mlp,digits_mlp", ["digits_mlp listed twice"]),
+            ("evaluate", "--tasks", "digits_mlp,", ["empty item"]),
+            ("evaluate", "--lr-scales", "3,3", ["3 listed twice"]),
+            ("evaluate", "--lr-scales", "3,3.0", ["3 listed twice"]),
+            ("evaluate", "--lr-scales", "1,,3", ["empty item"]),
+            ("evaluate", "--lr-scales", "0", ["positive numbers"]),
+            ("evaluate", "--lr-scales", "1,-3", ["positive numbers"]),
+            ("evaluate", "--lr-scales", "one", ["positive numbers"]),
+            ("evaluate", "--lr-scales", "nan", ["positive numbers"]),
+            ("rediscover", "--tasks", "digits_cnn,digits_cnn", ["digits_cnn listed twice"]),
+            ("rediscover", "--transfer-tiers", "A,A", ["A listed twice"])):
+        target = "optimizer" if command == "search" else "lion"
+        result = invoke(command, target, option, value, "--db", tmp_path / "t.db")
+        assert result.exit_code == 2, (command, option, value, result.output)
+        assert_clean_error(result, f"Invalid value for {option}", *words)
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_a_search_that_cannot_start_leaves_no_database(searched, tmp_path, ray_local):
+    """A database the command created is removed again when no run was recorded in it;
+    one that was there before is left exactly as it was."""
+    new = tmp_path / "new.db"
+    result = invoke("search", "optimizer", "--cpus-per-eval", "64", "--budget", "2",
+                    "--db", new)
+    assert_clean_error(result, "--cpus-per-eval 64 but this machine has 2 CPUs")
+    assert result.exit_code == 1 and list(tmp_path.iterdir()) == []
+    result = invoke("rediscover", "lion", "--tasks", "digits_mlp,imagenet", "--db", new)
+    assert_clean_error(result, "unknown task 'imagenet'")
+    assert list(tmp_path.iterdir()) == []
+
+    db, _ = searched
+    kept = tmp_path / "kept.db"
+    kept.write_bytes(db.read_bytes())
+    before = table_counts(kept)
+    result = invoke("search", "optimizer", "--cpus-per-eval", "64", "--db", kept)
+    assert_clean_error(result, "--cpus-per-eval 64")
+    assert table_counts(kept) == before
+    empty = tmp_path / "empty.db"
+    empty.touch()  # the user's own (empty) file: not ours to remove
+    assert_clean_error(invoke("search", "optimizer", "--cpus-per-eval", "64", "--db", empty),
+                       "--cpus-per-eval 64")
+    assert empty.exists()
+
+
+def test_the_progress_names_the_tier_the_funnel_evaluates(tmp_path, ray_local, monkeypatch):
+    """From the start of the promotion to tier B, the progress shows that tier and counts
+    its programs, not the search's individuals (whose bar is full by then)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import evoprog.search.cli as cli_module
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "err_console", Console(file=screen, force_terminal=True,
+                                                           width=200))
+    result = invoke("search", "optimizer", "--budget", "4", "--population", "3",
+                    "--tournament", "2", "--parallel", "2", "--funnel", "B", "--promote",
+                    "1", "--db", tmp_path / "f.db")
+    assert result.exit_code == 0, result.output
+    frames = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue()).replace("\r", "\n")
+    lines = [line for line in frames.splitlines() if "run 1: " in line]
+    assert any("run 1: tier A" in line for line in lines)
+    # while the promoted program trains: tier B, none of 1 done
+    assert any("run 1: tier B" in line and " 0/1 " in line for line in lines)
+    assert not any("tier A" in line and "promoting" in line for line in lines)
 
 
 def test_gpus_asked_of_a_machine_without_them_is_one_clear_error(tmp_path, ray_local):
@@ -453,3 +536,27 @@ def test_gpus_asked_of_a_machine_without_them_is_one_clear_error(tmp_path, ray_l
     assert result.exit_code == 1, result.output
     assert "--gpus-per-eval 0.5 but this machine has 0 GPUs" in result.output
     assert "Traceback" not in result.output
+
+
+def test_ctrl_c_during_evaluate_shows_what_was_scored(monkeypatch):
+    """Ctrl-C while the second of three programs trains: the first one's result is
+    printed, then one line, exit code 130, no traceback."""
+    import signal
+
+    import evoprog.evaluators.suite as suite
+
+    real, calls = suite.evaluate_suite, []
+
+    def ctrl_c_during_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C, while it trains
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite, "evaluate_suite", ctrl_c_during_the_second)
+    result = invoke("evaluate", "adamw_paper", "lion", "sgd", "--json")
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert [row["target"] for row in json.loads(result.stdout)] == ["adamw_paper"]
+    assert ("Interrupted while training lion (1 of 3 scored, above). evaluate writes "
+            "nothing to the database, so nothing recorded was lost.") in result.stderr

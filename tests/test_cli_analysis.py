@@ -182,3 +182,27 @@ def test_top_finds_distinct_functions_past_many_copies_of_one(tmp_path):
         {"family": "sgd", "constants": {"lr": pytest.approx(0.01)}},
         {"family": "sgd", "constants": {"lr": pytest.approx(0.5)}},
         {"family": "signsgd", "constants": {"lr": pytest.approx(1.0)}}]
+
+
+def test_rediscover_report_marks_an_unfinished_run(db, tmp_path):
+    """A run stopped before its budget (Ctrl-C, a time limit, a killed driver) is
+    reported as unfinished, with the command that finishes it."""
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    with Store.open(copy, create=False) as store:
+        store.set_run_status(1, "interrupted")
+    report = tmp_path / "report.json"
+    args = ["rediscover", "lion", "--runs", "1", "--compare-tier", "none",
+            "--transfer-tiers", "none", "--db", copy]
+    result = invoke(*args, "--report", report)
+    assert result.exit_code == 0, result.output
+    assert "1 (interrupted)" in result.output
+    assert (f"run 1 is unfinished (interrupted, 40 of 200 individuals): its row covers "
+            f"what it recorded. evoprog resume 1 --db {copy} finishes it.") in result.output
+    assert "evolution: target family in the top 10 in" in result.output
+    assert "seeds (1 of the runs unfinished)" in result.output
+    assert json.loads(report.read_text())["runs"][0]["status"] == "interrupted"
+    with Store.open(copy, create=False) as store:
+        store.set_run_status(1, "finished")
+    finished = invoke(*args)
+    assert finished.exit_code == 0 and "unfinished" not in finished.output

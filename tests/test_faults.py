@@ -1,5 +1,5 @@
-"""Faults on a real two-node Ray cluster on loopback: a killed driver, Ctrl-C, and a
-worker node killed mid-evaluation. Each run must end with exactly its budget of
+"""Faults on a real two-node Ray cluster on loopback: a killed driver, Ctrl-C, SIGTERM,
+and a worker node killed mid-evaluation. Each run must end with exactly its budget of
 individuals, each birth once, and the same individuals as an uninterrupted run."""
 
 from __future__ import annotations
@@ -33,16 +33,18 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stopped_runs(cluster, tmp_path_factory):
-    """An uninterrupted reference run, a run whose driver is killed with SIGKILL and one
-    stopped with SIGINT (Ctrl-C), all at once to save time; then both are resumed."""
+    """An uninterrupted reference run, a run whose driver is killed with SIGKILL, one
+    stopped with SIGINT (Ctrl-C) and one with SIGTERM (``kill``, a cluster scheduler),
+    all at once to save time; then the three are resumed."""
     root = tmp_path_factory.mktemp("runs")
-    dbs = {name: root / f"{name}.db" for name in ("reference", "kill", "sigint")}
+    dbs = {name: root / f"{name}.db" for name in ("reference", "kill", "sigint", "sigterm")}
     procs = {name: start_search(cluster, db) for name, db in dbs.items()}
     result: dict = {"db": dbs}
     try:
         # Both are watched at once: Ray may run one search's tasks well ahead of the
         # others' (a driver keeps the workers it holds while it has tasks queued).
-        signals = {"kill": signal.SIGKILL, "sigint": signal.SIGINT}
+        signals = {"kill": signal.SIGKILL, "sigint": signal.SIGINT,
+                   "sigterm": signal.SIGTERM}
         wait_for(lambda: _signal_after_3(procs, dbs, signals), TIMEOUT,
                  f"the {' and '.join(signals)} searches to record 3 individuals")
         for name, proc in procs.items():
@@ -53,8 +55,8 @@ def stopped_runs(cluster, tmp_path_factory):
             evoprog("resume", "1", "--quiet", "--address", cluster.address, "--db",
                     str(dbs[name])),
             env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True) for name in ("kill", "sigint")})
-        for name in ("resume_kill", "resume_sigint"):
+            start_new_session=True) for name in ("kill", "sigint", "sigterm")})
+        for name in ("resume_kill", "resume_sigint", "resume_sigterm"):
             out = finish(procs[name])
             result[name] = (procs[name].returncode, out)
     finally:
@@ -171,6 +173,56 @@ def test_ctrl_c_prints_resume_and_resume_finishes(stopped_runs, reference, clust
     assert_complete(db, reference)
     again = resume(cluster, db)
     assert again.returncode != 0 and "already finished" in again.stderr
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_finishes(stopped_runs, reference):
+    """SIGTERM ends the run as interrupted, not failed: the resume command is printed,
+    the exit code is the shell's for SIGTERM, and there is no stack dump."""
+    code, out = stopped_runs["sigterm"]
+    db = stopped_runs["db"]["sigterm"]
+    assert code == 128 + signal.SIGTERM, out
+    assert "Traceback" not in out and "SIGTERM received" not in out, out
+    assert f"Terminated. Continue with: evoprog resume 1 --db {db}" in out.replace("\n", "")
+    assert stopped_runs["sigterm_status"] == "interrupted"
+    assert 3 <= stopped_runs["sigterm_count"] < BUDGET, "stopped too late to test anything"
+    code, out = stopped_runs["resume_sigterm"]
+    assert code == 0, out
+    assert_complete(db, reference)
+
+
+def test_ctrl_c_during_rediscover_says_how_to_report_the_runs(cluster, tmp_path):
+    """Ctrl-C during a rediscovery study: one line naming the recorded runs and the
+    ``--runs`` command that reports them, and that report marks the unfinished run."""
+    from click.testing import CliRunner
+
+    from evoprog.search.cli import cli
+
+    db = tmp_path / "study.db"
+    proc = subprocess.Popen(
+        evoprog("rediscover", "lion", "--seeds", "1", "--no-random", *OPTIONS[:8],
+                "--tasks", "digits_mlp", "--compare-tier", "none", "--transfer-tiers",
+                "none", "--quiet", "--address", cluster.address, "--db", str(db)),
+        env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        wait_for(lambda: recorded(db) >= 3 or proc.poll() is not None, TIMEOUT,
+                 "the study's search to record 3 individuals")
+        assert proc.poll() is None, "the study ended before its Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        out = proc.stdout.read()
+    finally:
+        stop(proc)
+    assert code == 130 and "Traceback" not in out and "Aborted" not in out, out
+    assert (f"Interrupted. Run 1 is recorded; run 1 is unfinished (evoprog resume 1 --db "
+            f"{db} finishes it). Report them with: evoprog rediscover lion --runs 1 --db "
+            f"{db} --compare-tier none --transfer-tiers none") in out
+    assert run_status(db) == "interrupted" and 3 <= recorded(db) < BUDGET
+    report = CliRunner().invoke(cli, ["rediscover", "lion", "--runs", "1", "--compare-tier",
+                                      "none", "--transfer-tiers", "none", "--db", str(db)])
+    assert report.exit_code == 0, report.output
+    assert "1 (interrupted)" in report.output
+    assert f"evoprog resume 1 --db {db} finishes it" in report.output
 
 
 def workers(pids: list[int]) -> list[int]:
