@@ -241,7 +241,8 @@ def _orthogonalize(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
     parts = []
     for part, shape in zip(x.expand(sum(sizes)).split(sizes), shapes, strict=True):
         if len(shape) >= 2:
-            parts.append(_newton_schulz(part.reshape(shape[0], -1)).reshape(-1))
+            matrix = part.reshape(shape[0], shape[1:].numel())  # (0, n) has 0 rows
+            parts.append(_newton_schulz(matrix).reshape(-1))
         else:
             parts.append(part / (part.norm() + 1e-8))
     return torch.cat(parts)
@@ -566,7 +567,9 @@ def export_source(program: Program, class_name: str,
                       "the constants.")
 
     out = _docstring(module_doc) + [""]
-    if any(re.search(r"\bmath\.", line) for line in lines + helper_sources):
+    # The foreach path may need math where the loop path does not (an op on a python
+    # number runs as python there, ``math.sqrt(abs(v))``, and on a 0-d tensor here).
+    if any(re.search(r"\bmath\.", line) for line in lines + method_lines + helper_sources):
         out += ["import math", ""]
     out += ["import torch", "", ""]
     for src in helper_sources:

@@ -86,6 +86,10 @@ class _Writer:
     def __init__(self, program: Program):
         self.program = program
         self.buffers = running_buffers(program)
+        # Variables at least sqrt(eps): a std, a max with one, a sum of them. A division
+        # by one is written plainly (the registry's + 1e-8 changes it by a few parts in a
+        # million). Not a product: std * std can be as small as eps, and std**4 as eps**2,
+        # where the + 1e-8 dominates.
         self.positive: set[str] = set()
         self.full: set[str] = {"x"}
         self.helpers: set[str] = {"channel"}
@@ -124,7 +128,7 @@ class _Writer:
                 self.full.discard(ins.out)
         positive = (op in _POSITIVE_OPS
                     or (op == "max" and any(a in self.positive for a in args))
-                    or (op in ("add", "mul") and all(a in self.positive for a in args)))
+                    or (op == "add" and all(a in self.positive for a in args)))
         (self.positive.add if positive else self.positive.discard)(ins.out)
 
     def elementwise(self, op: str, args: tuple[Arg, ...]) -> str:

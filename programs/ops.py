@@ -130,7 +130,8 @@ def _orthogonalize(x, layout: Layout):
     parts = []
     for seg, shape in zip(layout.segments(x), layout.shapes, strict=True):
         if len(shape) >= 2:
-            matrix = seg.reshape(*batch, shape[0], -1)
+            # Columns named, not -1: a (0, n) parameter has no rows to infer them from.
+            matrix = seg.reshape(*batch, shape[0], math.prod(shape[1:]))
             parts.append(newton_schulz(matrix).reshape(*batch, -1))
         else:
             flat = seg.reshape(*batch, -1)

@@ -245,6 +245,36 @@ def test_exported_files_import_only_torch_and_math():
         assert ("math" in imported) == ("math." in source)
 
 
+def test_orthogonalize_takes_a_parameter_without_rows(tmp_path):
+    program = parse_program("m = interp(g, m, 0.9)\no = orthogonalize(m)\n"
+                            "update = o * 0.01")
+    cls = exported_class(export_program(program), tmp_path)
+    results = []
+    for make in (lambda ps: ProgramOptimizer(ps, program), cls):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.zeros(0, 3, requires_grad=True),
+                  torch.randn(4, 3, generator=gen).requires_grad_(True)]
+        optimizer = make(params)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            optimizer.step()
+        results.append([p.detach() for p in params])
+    for got, want in zip(*results, strict=True):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+
+
+def test_math_used_only_on_the_foreach_path_is_imported(tmp_path):
+    # sign of a constant has no python form: a 0-d tensor on the loop path, a python
+    # number on the foreach path, whose sqrt is then math.sqrt.
+    program = parse_program("m = interp(g, m, 0.9)\nv = sign(1.2327)\ns = sqrt(v)\n"
+                            "update = m / s\nupdate = update * 0.01")
+    cls = exported_class(export_program(program), tmp_path)
+    grads = grad_sequence(3)
+    want = run(lambda ps: ProgramOptimizer(ps, program), grads)
+    assert max_diff(run(lambda ps: cls(ps, foreach=True), grads), want) < 1e-6
+
+
 @pytest.mark.parametrize("text", [KNOWN["adamw"].template, LAYOUT_PROGRAM],
                          ids=["per_parameter", "flat"])
 def test_state_dict_round_trip(tmp_path, text):

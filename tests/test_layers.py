@@ -291,6 +291,17 @@ def test_exported_division_keeps_the_epsilon_where_the_divisor_can_underflow(tmp
     assert torch.allclose(exported(x), want)
 
 
+def test_exported_division_by_a_product_of_stds_keeps_the_epsilon(tmp_path):
+    # std**4 of a constant channel is eps**2 = 1e-10: without the + 1e-8 the exported
+    # layer's output is about 100 times the runtime's.
+    program = parse_program("s = instance_std(x)\ns2 = s * s\ns4 = s2 * s2\ny = x / s4")
+    exported = load_class(export_layer(program, "Prod"), "Prod", tmp_path)(2)
+    x = torch.randn(3, 2, 2, 2, dtype=torch.float64)
+    x[:, 1] = 0.5
+    want = ProgramLayer(program, 2).double()(x)
+    assert torch.allclose(exported.double()(x), want, rtol=1e-9)
+
+
 @pytest.mark.parametrize("text", [
     "pself = abs(x)\nself = square(x)\ny = pself + self",
     "p_x = abs(x)\n_x = square(x)\ny = p_x + _x",

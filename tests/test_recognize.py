@@ -125,6 +125,15 @@ def test_sign_like_updates_that_are_not_lion(update):
 
 
 
+@pytest.mark.parametrize("text", [
+    "u = g * 0.0\nupdate = u * lr",                            # SGD at lr = 0
+    "m = interp(g, m, 0.9)\nu = m * 0.0\nupdate = u * lr",     # momentum at lr = 0
+    "t = clip_by_global_norm(g, m)\nupdate = abs(t)",          # m stays 0: t is 0
+])
+def test_a_rule_that_never_moves_the_weights_is_no_optimizer(text):
+    assert S.recognize(parse_program(text)) is None
+
+
 # m / (g - g): SymPy reads the division by an exact zero as ``zoo``, while the program
 # itself divides by 1e-8 and trains.
 DIVIDES_BY_ZERO = ("z = g - g\nm2 = m / z\nm = interp(g, m2, 0.9)\nu = sign(m)\n"
