@@ -144,7 +144,7 @@ class TrainingTask(Task):
 
         lenient = replace(self.settings, filters=replace(self.settings.filters,
                                                          progress_step=None, time_limit=None))
-        key = (type(self).__name__, lenient)
+        key = (type(self).__name__, self.tier, lenient)  # data can depend on the tier
         if key not in _SEED_METRICS:
             seed = self.run(OptimizerSpace.seed(), lenient)
             _SEED_METRICS[key] = seed.fitness if seed.ok else None

@@ -251,3 +251,22 @@ def test_settings_that_cannot_train_are_refused(overrides, message):
 def test_a_batch_larger_than_the_training_set_is_one_clear_error():
     with pytest.raises(ValueError, match="a batch of 5000 from 1437 training examples"):
         evaluate(KNOWN["adamw"].program(), "digits_mlp", "A", batch_size=5000, steps=2)
+
+
+def test_seed_reference_is_kept_per_tier(monkeypatch):
+    """The char LM's validation windows depend on the tier, so two tiers trained with
+    the same settings still need a seed reference each."""
+    from evoprog.evaluators import EvalResult, tasks
+
+    monkeypatch.setattr(tasks, "_SEED_METRICS", {})  # no reference from earlier tests
+    tier_a, tier_b = CharLM("A"), CharLM("B")
+    tier_b.settings = tier_a.settings
+    calls = []
+
+    def run(self, program, settings=None):
+        calls.append(self.tier)
+        return EvalResult(fitness=float(len(calls)), status="ok")
+
+    monkeypatch.setattr(CharLM, "run", run)
+    assert (tier_a.seed_metric(), tier_b.seed_metric()) == (1.0, 2.0)
+    assert calls == ["A", "B"]
