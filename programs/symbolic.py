@@ -187,8 +187,10 @@ def _constant_ratio(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
 
 @contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError after ``seconds`` (main thread only; elsewhere no limit)."""
-    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+    """Raise TimeoutError after ``seconds`` (main thread only; elsewhere no limit). A
+    timer the caller already runs is left alone, and then there is no limit either."""
+    if (threading.current_thread() is not threading.main_thread() or seconds <= 0
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
         yield
         return
 

@@ -78,3 +78,20 @@ def test_huge_expressions_skip_simplify():
 def test_display_rounds_floats():
     sym = S.simplify(parse_program("update = g * 0.123456789"))
     assert sym.text() == "update = 0.1235*g"
+
+
+def test_simplification_leaves_the_callers_alarm_running():
+    import signal
+
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        x = sympy.Symbol("x")
+        assert simplify_expr(sympy.sin(x) ** 2 + sympy.cos(x) ** 2) == 1
+        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 0 < remaining <= 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired == []
