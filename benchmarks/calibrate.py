@@ -116,7 +116,7 @@ def batched(args: argparse.Namespace) -> None:
                     seconds = statistics.median(times)
                     scale, mean, spread, per_scale = batched_row(result, task_name)
                     fitness = f"{result.fitness:.4f}" if result.ok else result.reason
-                    print(f"| {task_name} | {tier} | {len(task.seeds)} | "
+                    print(f"| {task_name} | {tier} | {len(task.settings.seeds)} | "
                           f"{','.join(f'{s:g}' for s in scales)} | {name} | {scale} | {mean} | "
                           f"{spread} | {fitness} | {seconds:.2f} | {per_scale} |", flush=True)
 

@@ -195,7 +195,7 @@ def main() -> None:
     scales = tuple(float(s) for s in args.scales.split(","))
     task = DigitsMLP("A", normalize=False, seeds=range(args.seeds), lr_scales=scales,
                      filters=trainer.Filters(progress_step=tier.filters.progress_step))
-    steps, batch, hidden = task.steps, task.batch_size, task.hidden
+    steps, batch, hidden = task.settings.steps, task.settings.batch_size, task.hidden
     program = KNOWN["adamw"].program()
     lr = KNOWN["adamw"].defaults["lr"]
 

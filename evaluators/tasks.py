@@ -108,12 +108,6 @@ class TrainingTask(Task):
             self.settings = replace(self.settings, filters=replace(
                 self.settings.filters, probe_checks=bool(probe_checks)))
 
-    def __getattr__(self, name: str) -> Any:  # task.steps, task.seeds, ...
-        settings = self.__dict__.get("settings")
-        if settings is not None and name in Settings.__dataclass_fields__:
-            return getattr(settings, name)
-        raise AttributeError(name)
-
     def model(self) -> FlatModel:
         raise NotImplementedError
 

@@ -52,8 +52,9 @@ def test_probe_checks_override_keeps_the_tiers_other_filters(cls):
 def test_registry_tiers_and_suite():
     assert set(DEFAULT_SUITE) <= set(TASKS) == {"digits_mlp", "digits_cnn", "char_lm"}
     for name in TASKS:
-        a, b, c = (get_task(name, tier) for tier in TIERS)
-        assert (a.name, a.tier, b.tier, c.tier) == (name, "A", "B", "C")
+        tasks = [get_task(name, tier) for tier in TIERS]
+        assert [(t.name, t.tier) for t in tasks] == [(name, tier) for tier in TIERS]
+        a, b, c = (t.settings for t in tasks)
         # Costlier tiers train longer, on more seeds or bigger batches.
         assert a.steps * a.batch_size * len(a.seeds) < b.steps * b.batch_size * len(b.seeds)
         assert b.steps * b.batch_size * len(b.seeds) < c.steps * c.batch_size * len(c.seeds)
