@@ -849,14 +849,35 @@ def _print_evaluations(rows: list[dict], tier: str, as_json: bool) -> None:
     table = Table("program", "status", "fitness",
                   "per task: fitness (metric, best lr scale; or per-architecture scores)",
                   "seconds", title=f"tier {tier}")
-    for row in rows:
+    seed_timed = _seed_timed(rows)
+    for i, row in enumerate(rows):
         detail = "\n".join(_task_detail(task, r) for task, r in row["per_task"].items())
         table.add_row(row["target"], row["status"], fmt(row["fitness"]), detail,
-                      f"{row['seconds']:.1f}")
+                      f"{row['seconds']:.1f}" + ("*" if i in seed_timed else ""))
     console.print(table)
-    if any(row["family"] == "optimizer" for row in rows):
-        click.echo("seconds: the first optimizer's also include scoring the seed once per "
-                   "task", err=True)
+    if seed_timed:
+        click.echo("*: also trains the AdamW seed once, on "
+                   f"{', '.join(sorted(set().union(*seed_timed.values())))}: the reference "
+                   "that fitness is divided by", err=True)
+
+
+def _seed_timed(rows: list[dict]) -> dict[int, set[str]]:
+    """Row index -> tasks whose seed reference that row's seconds include.
+
+    An optimizer's fitness on a task is divided by the seed's metric there, computed once
+    per task by the first optimizer trained on it without being rejected (a rule refused
+    by the probe, or rejected while training, computes none), so that row, not
+    necessarily the first, carries the seed's training time."""
+    seen: set[str] = set()
+    marked: dict[int, set[str]] = {}
+    for i, row in enumerate(rows):
+        if row["family"] != "optimizer":
+            continue
+        for task, r in row["per_task"].items():
+            if r["status"] == "ok" and task not in seen:
+                seen.add(task)
+                marked.setdefault(i, set()).add(task)
+    return marked
 
 
 def _task_detail(task: str, r: dict) -> str:

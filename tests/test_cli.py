@@ -222,6 +222,22 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
         "metric"]  # scale 1 alone, not tier A's best of 1, 3, 10
 
 
+def test_evaluate_marks_the_row_that_trained_the_seed(tmp_path, monkeypatch):
+    """The seed's training time lands on the first optimizer scored on a task, which is
+    not the first listed when that one is refused."""
+    monkeypatch.chdir(tmp_path)
+    text = Path("ascent.txt")
+    text.write_text("update = negative(g)\nupdate = update * lr\n")  # refused by the probe
+    result = invoke("evaluate", text, "sgd", "signum")
+    assert result.exit_code == 0, result.output
+    seconds = {line.split("│")[1].strip(): line.split("│")[-2].strip()
+               for line in result.stdout.splitlines() if line.startswith("│")}
+    assert not seconds["ascent.txt"].endswith("*")
+    assert seconds["sgd"].endswith("*") and not seconds["signum"].endswith("*")
+    assert "*: also trains the AdamW seed once, on digits_mlp" in result.stderr
+    assert "*" not in invoke("evaluate", text).output  # nothing trained, no seed
+
+
 def test_evaluate_refuses_what_it_cannot_score(searched):
     db, _ = searched
     assert_clean_error(invoke("evaluate", "lion", "--tasks", "digits_layers"),
