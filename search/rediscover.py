@@ -270,7 +270,9 @@ def _transfer(store: Store, target: Target, reports: list[RunReport],
         best_run = max(runs, key=lambda r: r.best_fitness)
         candidate_id = store.top(best_run.run_id, 1)[0]["id"]
     candidate = store.individual(candidate_id)
-    programs = {f"evolved (individual {candidate_id})": parse_program(candidate["text"])}
+    # With no child better than the start, the best "evolved" program is the start itself.
+    kind = "evolved" if candidate["parent_id"] is not None else "start, unbeaten"
+    programs = {f"{kind} (individual {candidate_id})": parse_program(candidate["text"])}
     for name in target.references:
         programs[name] = get_known(name).program()
     rows = []

@@ -111,6 +111,10 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
         assert run["found"] in (True, False) and run["curve"]
     programs = [row["program"] for row in report["transfer"]]
     assert programs[1:] == ["adamw_paper", "adamw", "lion"]
+    # The first row names the best program and whether evolution improved on the start.
+    kind, candidate = programs[0].removesuffix(")").split(" (individual ")
+    shown = json.loads(invoke("show", candidate, "--json", "--db", tmp_path / "r.db").output)
+    assert kind == ("evolved" if shown["parent_id"] is not None else "start, unbeaten")
     assert report["transfer"][1]["digits_mlp@A"] is not None  # the references train
     assert plot_path.stat().st_size > 10_000
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
