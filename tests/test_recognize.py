@@ -156,3 +156,9 @@ def test_an_error_in_the_symbolic_route_means_not_recognized_there(monkeypatch):
     monkeypatch.setattr(recognize, "_classify", fails)
     r = S.recognize(KNOWN["lion"].program())  # the numeric route still reads it
     assert r is not None and r.name == "lion"
+
+
+def test_json_constants_drop_floating_point_noise():
+    recognition = S.recognize(KNOWN["adamw"].program())
+    assert recognition.to_json()["constants"] == {
+        "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.01, "lr": 0.001}
