@@ -110,7 +110,8 @@ def open_for_runs(db_path: Path) -> Iterator[Store]:
     """``Store.open`` for a command that adds runs. A database file that the command
     created is removed again when no run was recorded in it (the search failed to start,
     or was stopped before), so a mistake leaves no empty file behind; a file that was
-    there before, or that holds a run, is never removed."""
+    there before, that holds a run, or that another process has open (a search started
+    beside this one, about to record its run) is never removed."""
     existed = db_path.exists()
     store = Store.open(db_path)
     try:
@@ -121,9 +122,16 @@ def open_for_runs(db_path: Path) -> Iterator[Store]:
         except sqlite3.Error:
             unused = False
         store.close()
-        if unused:
+        if unused and not _open_elsewhere(db_path):
             for path in (db_path, *(Path(f"{db_path}{side}") for side in SQLITE_SIDE_FILES)):
                 path.unlink(missing_ok=True)
+
+
+def _open_elsewhere(db_path: Path) -> bool:
+    """Whether another connection still has the (WAL mode) database open, checked after
+    closing ours: SQLite deletes the write-ahead log when its last connection closes,
+    and only then. Removing the file under another process would lose all it writes."""
+    return Path(f"{db_path}-wal").exists()
 
 
 def print_json(value: Any) -> None:

@@ -294,11 +294,8 @@ class Search:
         config.max_seconds = max_seconds
         config.validate()
         cluster = _join(address)
-        if cluster["address"] == "local" and (config.gpus_per_eval or 0) > cluster["gpus"]:
-            # Started where there were GPUs, resumed where there are fewer: take this
-            # machine's share (the individuals do not depend on it; ``parallel`` stays).
-            config.gpus_per_eval = None
-            settle_resources(config, cluster)
+        if cluster["address"] == "local":
+            _fit_machine(config, cluster)
         store.set_run_status(run_id, "running")
         return cls(store, run_id, config, **kwargs)
 
@@ -568,7 +565,7 @@ class Search:
 def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
     """Fill in what a new search leaves to the cluster it runs on: the GPU share of an
     evaluation and the number of evaluations in flight (both are then stored with the
-    run; a resumed run keeps them, except a GPU share its machine cannot give).
+    run; a resumed run keeps them, except a share its local machine cannot give).
 
     Unset, ``gpus_per_eval`` gives every evaluation slot of this machine an equal share
     of its GPUs (none on a machine without). On a cluster it stays 0 unless set: there,
@@ -590,6 +587,20 @@ def settle_resources(config: SearchConfig, cluster: dict[str, Any]) -> None:
         if config.gpus_per_eval and cluster["gpus"]:
             slots = min(slots, cluster["gpus"] / config.gpus_per_eval)
         config.parallel = max(2, int(AUTO_PARALLEL_PER_SLOT * slots))
+
+
+def _fit_machine(config: SearchConfig, cluster: dict[str, Any]) -> None:
+    """Shrink a resumed run's per-evaluation request to what this machine has.
+
+    A run started where there were more CPUs or GPUs asks for more than local Ray can
+    ever give, and Ray then waits forever for a slot. The individuals do not depend on
+    the request, and ``parallel`` stays, so the resumed run stays the same run.
+    """
+    if config.cpus_per_eval > cluster["cpus"]:
+        config.cpus_per_eval = float(max(cluster["cpus"], 1))
+    if (config.gpus_per_eval or 0) > cluster["gpus"]:
+        config.gpus_per_eval = None  # this machine's share, as a new search takes it
+        settle_resources(config, cluster)
 
 
 class _StopRequest(threading.Event):

@@ -33,10 +33,22 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def first_column(output: str) -> list[str]:
+    """The first cell of each row of a table that starts one: the listed ids."""
+    return [line.split("│")[1].strip() for line in output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()]
+
+
 def test_search_prints_run_id_and_best_programs(searched):
-    _, result = searched
+    db, result = searched
     assert result.output.startswith("run 1 (optimizer, budget 30")
     assert "best of run 1" in result.output
+    with sqlite3.connect(db) as conn:
+        best = [str(i) for (i,) in conn.execute(
+            "select id from individuals where status = 'ok' and fitness = "
+            "(select max(fitness) from individuals where status = 'ok')")]
+    table = result.output.split("best of run 1", 1)[1]
+    assert first_column(table)[0] in best  # the table opens with the best program
 
 
 def test_runs_json(searched):
@@ -46,7 +58,12 @@ def test_runs_json(searched):
     (run,) = json.loads(result.output)
     assert run["id"] == 1 and run["family"] == "optimizer" and run["status"] == "finished"
     assert run["budget"] == 30 and run["individuals"] == 30
-    assert invoke("runs", "--db", db).exit_code == 0
+    table = invoke("runs", "--db", db)
+    assert table.exit_code == 0, table.output
+    (row,) = [line.split("│")[1:-1] for line in table.output.splitlines()
+              if line.startswith("│ 1 ")]
+    assert [cell.strip() for cell in row[:5]] == ["1", "optimizer", "finished", "30",
+                                                  str(run["generated"])]
 
 
 def test_top_show_lineage(searched):
@@ -54,10 +71,17 @@ def test_top_show_lineage(searched):
     result = invoke("top", "--n", "3", "--json", "--db", db)
     assert result.exit_code == 0, result.output
     best = json.loads(result.output)
-    assert 1 <= len(best) <= 3
+    with sqlite3.connect(db) as conn:
+        (distinct, highest), = conn.execute(
+            "select count(distinct program_hash), max(fitness) from individuals "
+            "where status = 'ok'").fetchall()
+    assert len(best) == min(3, distinct) == 3
+    assert best[0]["fitness"] == highest
     assert [b["fitness"] for b in best] == sorted((b["fitness"] for b in best), reverse=True)
     assert all({"id", "fitness", "program"} <= set(b) for b in best)
-    assert invoke("top", "1", "--db", db).exit_code == 0
+    table = invoke("top", "1", "--db", db)
+    assert table.exit_code == 0, table.output
+    assert first_column(table.output)[:3] == [str(b["id"]) for b in best]
 
     last = json.loads(invoke("runs", "--json", "--db", db).output)[0]["individuals"]
     shown = invoke("show", last, "--db", db)
@@ -69,7 +93,15 @@ def test_top_show_lineage(searched):
     assert chain[0]["mutation"] is None and chain[0]["birth"] == 0
     assert chain[-1]["id"] == last
     assert all(link["mutation"] for link in chain[1:])
-    assert invoke("lineage", last, "--db", db).exit_code == 0
+    ancestors = [last]  # followed through the recorded parents, seed first
+    with sqlite3.connect(db) as conn:
+        while (parent := conn.execute("select parent_id from individuals where id = ?",
+                                      (ancestors[0],)).fetchone()[0]) is not None:
+            ancestors.insert(0, parent)
+    assert [link["id"] for link in chain] == ancestors
+    table = invoke("lineage", last, "--db", db)
+    assert table.exit_code == 0, table.output
+    assert first_column(table.output) == [str(i) for i in ancestors]
 
 
 def test_show_says_when_a_score_was_reused(searched, tmp_path):
@@ -519,6 +551,31 @@ def test_a_search_that_cannot_start_leaves_no_database(searched, tmp_path, ray_l
     assert_clean_error(invoke("search", "optimizer", "--cpus-per-eval", "64", "--db", empty),
                        "--cpus-per-eval 64")
     assert empty.exists()
+
+
+def test_a_search_that_cannot_start_keeps_a_new_database_another_search_opened(tmp_path):
+    """Two searches started at once on a new file: the one that creates it and then fails
+    to start must not remove it under the other, whose run would go to a deleted file."""
+    from evoprog.search.cli import open_for_runs
+
+    db = tmp_path / "shared.db"
+    script = ("import sys\nfrom evoprog.store import Store\nstore = Store.open(sys.argv[1])\n"
+              "print('open', flush=True)\nsys.stdin.readline()\n"
+              "print(store.create_run('optimizer', 0, 2, {}, 'local'), flush=True)\n"
+              "store.close()")
+    with open_for_runs(db):  # created here; this command records no run
+        other = subprocess.Popen([sys.executable, "-c", script, str(db)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline() == "open\n"
+    try:
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline() == "1\n"
+    finally:
+        other.stdin.close()
+        other.wait(timeout=30)
+    with Store.open(db, create=False) as store:
+        assert [run["id"] for run in store.runs()] == [1]
 
 
 def test_the_progress_names_the_tier_the_funnel_evaluates(tmp_path, ray_local, monkeypatch):

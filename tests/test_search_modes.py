@@ -232,6 +232,26 @@ def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_loca
         assert len(store.individuals(search.run_id)) == 8
 
 
+def test_a_run_started_with_more_cpus_per_eval_resumes_on_a_smaller_machine(tmp_path,
+                                                                          ray_local):
+    import json
+
+    with Store.open(tmp_path / "c.db") as store:
+        search = Search.start(store, small(budget=8, max_seconds=0.01))
+        search.run()
+        config = {**store.run(search.run_id)["config"], "cpus_per_eval": 4.0}
+        store.db.execute("UPDATE runs SET config = ? WHERE id = ?",
+                         [json.dumps(config), search.run_id])
+        store.db.conn.commit()
+        resumed = Search.resume(store, search.run_id)
+        # ray_local has 2 CPUs: asking 4 per evaluation would wait forever for a slot
+        assert resumed.config.cpus_per_eval == 2.0
+        assert resumed.config.parallel == search.config.parallel
+        resumed.run()
+        assert store.run(search.run_id)["status"] == "finished"
+        assert len(store.individuals(search.run_id)) == 8
+
+
 def test_search_at_tier_b_scores_there_and_caches_only_for_tier_b(tmp_path, ray_local):
     from click.testing import CliRunner
 
