@@ -309,8 +309,11 @@ class Search:
                     self.store.grouped_commits(COMMIT_SECONDS):
                 finished = self._search()
                 for depth, tier in enumerate(self.config.funnel if finished else ()):
-                    self._promote(tier, max(1, self.config.promote // 4 ** depth),
-                                  self.config.funnel[depth - 1] if depth else self.config.tier)
+                    finished = self._promote(
+                        tier, max(1, self.config.promote // 4 ** depth),
+                        self.config.funnel[depth - 1] if depth else self.config.tier)
+                    if not finished:
+                        break
             if not finished:
                 self._stop("stopped")
                 return self.run_id
@@ -435,12 +438,14 @@ class Search:
             self._receive(ref)
 
     def _wait(self, refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
-        """The finished ones among ``refs``, once at least one has finished; Ctrl-C is
-        answered between waits, and what is recorded is committed before waiting."""
+        """The finished ones among ``refs``, once at least one has finished, or none once
+        the time limit has passed (an evaluation at a costly tier can take minutes);
+        Ctrl-C is answered between waits, and what is recorded is committed before
+        waiting."""
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready:
             self.store.flush()  # what is recorded becomes durable while we wait
-        while not ready and not self._interrupted.is_set():
+        while not ready and not self._interrupted.is_set() and not self._out_of_time():
             ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
         if self._interrupted.is_set():
             raise Interrupted(self._interrupted.signum)
@@ -489,13 +494,16 @@ class Search:
 
     # -- funnel ------------------------------------------------------------------------
 
-    def _promote(self, tier: str, count: int, previous: str) -> None:
+    def _promote(self, tier: str, count: int, previous: str) -> bool:
         """Evaluate the ``count`` best functionally distinct programs of the previous
         tier at ``tier`` and record the results beside the search's own. Programs
         already scored at this tier (a resumed run) are not evaluated again. As in the
         search, a lost worker's evaluation is submitted again (at most ``MAX_LOST``
         times) and Ctrl-C is answered between waits. The progress shows this tier and
-        counts its programs from the start, as the first of them can take minutes."""
+        counts its programs from the start, as the first of them can take minutes.
+        False when the time limit passed first: ``resume`` scores the rest."""
+        if self._out_of_time():
+            return False
         key = suite_key(self.config.tasks)
         waiting: dict[ray.ObjectRef, tuple[dict, int]] = {}
         ranked = self._ranked(previous, count)
@@ -507,7 +515,10 @@ class Search:
         progress.phase_done = len(ranked) - len(waiting)
         self.on_progress(progress)
         while waiting:
-            for done in self._wait(list(waiting)):
+            finished = self._wait(list(waiting))
+            if not finished:  # out of time
+                return False
+            for done in finished:
                 ind, lost = waiting.pop(done)
                 try:
                     reply = ray.get(done)
@@ -528,6 +539,7 @@ class Search:
                 self.store.add_evaluations(ind["id"], rows)
                 progress.phase_done += 1
                 self.on_progress(progress)
+        return True
 
     def _ranked(self, tier: str, n: int) -> list[dict]:
         """The run's ``n`` best ok programs by their fitness at ``tier``, one per

@@ -291,6 +291,28 @@ def test_time_limit_stops_and_resume_finishes(tmp_path, ray_local):
         assert [i["birth"] for i in store.individuals(search.run_id)] == list(range(12))
 
 
+def test_time_limit_also_stops_the_funnel_and_resume_finishes_it(tmp_path, ray_local,
+                                                                  monkeypatch):
+    """A tier-B evaluation can take minutes: the time limit is also kept while the funnel
+    waits for one, and the stopped run's funnel is finished by resume."""
+    path = tmp_path / "t.db"
+    with Store.open(path) as store:
+        search = Search.start(store, small(budget=6, funnel=["B"], promote=2,
+                                           max_seconds=3600))
+        # The time runs out just as promotion starts waiting for its first program.
+        monkeypatch.setattr(Search, "_out_of_time", lambda self: self.progress.phase != "search")
+        search.run()
+        run_id = search.run_id
+        assert store.run(run_id)["status"] == "stopped"
+        assert len(store.individuals(run_id)) == 6  # the search itself had finished
+        assert store.top_at_tier(run_id, "digits_mlp", "B") == []
+        monkeypatch.undo()
+        Search.resume(store, run_id).run()
+        assert store.run(run_id)["status"] == "finished"
+        promoted = store.top_at_tier(run_id, "digits_mlp", "B")
+        assert len(promoted) == min(2, len(store.top(run_id, 100)))
+
+
 def _record(store, run_id, birth, program, fitness, parent=None):
     text = format_program(program)
     key = OptimizerSpace.hash(program)
