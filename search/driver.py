@@ -407,8 +407,8 @@ class Search:
                 self.waiting_on.setdefault(first, []).append(item.birth)
             return
         cached = self.store.cached_result(self.config.family, item.program_hash,
-                                          self.config.tasks[0], self.config.tier)
-        if cached is not None and (cached["metrics"] or {}).get("tasks") == self.config.tasks:
+                                          self.config.tasks, self.config.tier)
+        if cached is not None:
             self._finish(item.birth, Outcome(cached["status"], cached["reason"],
                                              cached["fitness"], {**cached["metrics"],
                                                                  "cached_from": cached["id"]},

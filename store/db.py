@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -592,13 +592,19 @@ class Store:
             raise StoreError(f"no individual {individual_id} in {self.path}")
         return [_decode(row, "metrics") for row in rows]
 
-    def cached_result(self, family: str, program_hash: str, task: str | None = None,
+    def cached_result(self, family: str, program_hash: str,
+                      tasks: Sequence[str] | None = None,
                       tier: str | None = None) -> dict | None:
-        """The first real evaluation of this program in any run (on ``task`` and as a
-        search at ``tier``, when given), for the equivalence cache: a fitness measured
-        on another task or tier is no answer. Runs recorded before searches had a tier
-        searched at tier A. Outcomes that depend on the machine rather than the program
-        (the wall-clock time limit, a worker lost) are no answer either."""
+        """The first real evaluation of this program in any run (by a search on exactly
+        ``tasks``, in that order, at ``tier``, when given), for the equivalence cache: a
+        fitness measured on other tasks or at another tier is no answer. Runs recorded
+        before searches had a tier searched at tier A. Outcomes that depend on the
+        machine rather than the program (the wall-clock time limit, a worker lost) are
+        no answer either."""
+        # The evaluation rows mark a real evaluation (a benchmark's stand-in fitness has
+        # none); the recorded task list must match as a whole.
+        first = None if tasks is None else tasks[0]
+        listed = None if tasks is None else json.dumps(list(tasks), separators=(",", ":"))
         row = self._one("""
             SELECT i.id, i.run_id, i.status, i.reason, i.fitness, i.metrics, i.eval_seconds
             FROM individuals i JOIN programs p ON p.hash = i.program_hash
@@ -607,9 +613,10 @@ class Store:
               AND COALESCE(i.reason, '') NOT LIKE 'worker lost%'
               AND (? IS NULL OR EXISTS (SELECT 1 FROM evaluations e
                                         WHERE e.individual_id = i.id AND e.task = ?))
+              AND (? IS NULL OR json_extract(i.metrics, '$.tasks') = ?)
               AND (? IS NULL OR COALESCE(json_extract(i.metrics, '$.tier'), 'A') = ?)
             ORDER BY i.id LIMIT 1
-        """, [program_hash, family, task, task, tier, tier])
+        """, [program_hash, family, first, first, listed, listed, tier, tier])
         return _decode(row, "metrics") if row else None
 
     # -- later tiers ---------------------------------------------------------------------

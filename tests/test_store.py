@@ -207,6 +207,23 @@ def test_cached_result_only_from_a_search_at_the_same_tier(store: Store):
     assert store.cached_result("lion", "h")["fitness"] == 0.7  # any tier: the first
 
 
+def test_cached_result_matches_the_whole_task_list(store: Store):
+    """A program first scored on another task list with the same first task is no
+    answer, and a later evaluation on exactly these tasks is found behind it."""
+    def scored(tasks: list[str], fitness: float) -> None:
+        add(store, new_run(store), 0, "h", fitness=fitness, metrics={"tasks": tasks},
+            evaluations=[{"task": task, "tier": "A", "status": "ok"} for task in tasks])
+
+    scored(["digits_mlp", "char_lm"], 0.9)
+    scored(["digits_mlp"], 0.5)
+    assert store.cached_result("lion", "h", ["digits_mlp"])["fitness"] == 0.5
+    assert store.cached_result("lion", "h", ["digits_mlp", "char_lm"])["fitness"] == 0.9
+    assert store.cached_result("lion", "h", ["char_lm", "digits_mlp"]) is None  # order
+    stand_in = new_run(store)  # a benchmark's stand-in fitness: no evaluation rows
+    add(store, stand_in, 0, "h2", fitness=0.7, metrics={"tasks": ["digits_mlp"]})
+    assert store.cached_result("lion", "h2", ["digits_mlp"]) is None
+
+
 def test_cached_result_skips_outcomes_of_the_machine(store: Store):
     """A time limit or a lost worker says how busy the machine was, not how good the
     program is: a later run evaluates such a program again."""
