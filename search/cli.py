@@ -465,9 +465,13 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
 
 def _print_top(store: Store, run_id: int, n: int) -> None:
     rows = _top_rows(store, run_id, n)
-    tier = SearchConfig.from_dict(store.run(run_id)["config"]).tier
+    config = SearchConfig.from_dict(store.run(run_id)["config"])
+    tier = config.tier
     later = sorted({t for r in rows for t in r["tiers"] if t != tier})
-    score_keys = sorted({k for r in rows for k in r["scores"]})
+    # Tasks in the order the search was given them; architectures (layers) by name.
+    order = {task: i for i, task in enumerate(config.tasks)}
+    score_keys = sorted({k for r in rows for k in r["scores"]},
+                        key=lambda k: (order.get(k, len(order)), k))
     columns = ["id", "birth", "fitness", *[f"tier {t}" for t in later], *score_keys]
     if any(r["pareto_front"] for r in rows):
         columns.append("front")

@@ -633,3 +633,25 @@ def test_ctrl_c_during_evaluate_shows_what_was_scored(monkeypatch):
     assert [row["target"] for row in json.loads(result.stdout)] == ["adamw_paper"]
     assert ("Interrupted while training lion (1 of 3 scored, above). evaluate writes "
             "nothing to the database, so nothing recorded was lost.") in result.stderr
+
+
+def test_top_lists_per_task_scores_in_the_order_the_tasks_were_given(tmp_path):
+    from evoprog.programs.program import format_program, parse_program
+    from evoprog.programs.space import OptimizerSpace
+
+    path = tmp_path / "tasks.db"
+    tasks = ["digits_mlp", "digits_cnn", "char_lm"]  # not alphabetical
+    with Store.open(path) as store:
+        run = store.create_run("optimizer", 0, 2, {"tasks": tasks}, "local")
+        for birth, text in enumerate(["update = g * lr", "s = sign(g)\nupdate = s * lr"]):
+            program = parse_program(text)
+            key = OptimizerSpace.hash(program)
+            store.add_program(key, "optimizer", format_program(program),
+                              format_program(OptimizerSpace.prune(program)))
+            scores = dict(zip(tasks, (0.9 - birth, 0.8, 0.7 + birth), strict=True))
+            store.add_individual(run, birth, key, None, None, "ok", None, 0.8,
+                                 {"scores": scores, "tasks": tasks}, 0.1)
+    result = invoke("top", "--db", path)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "fitness" in line)
+    assert [header.index(task) for task in tasks] == sorted(header.index(t) for t in tasks)
