@@ -713,6 +713,10 @@ def export(target: str, output: Path, class_name: str | None, family: str,
             click.echo("note: this program never reads the learning rate, so the exported "
                        "optimizer's lr (and any lr schedule) changes nothing; its step "
                        "size is set by its constants", err=True)
+    if ind is not None and ind["status"] != "ok":
+        click.echo(f"note: individual {ind['id']} was {ind['status']} in its search "
+                   f"({ind['reason']}): the exported code runs its program, which may not "
+                   "train", err=True)
     write_text(output, source)
     click.echo(f"wrote {output}")
 

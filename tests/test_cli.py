@@ -655,3 +655,28 @@ def test_top_lists_per_task_scores_in_the_order_the_tasks_were_given(tmp_path):
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "fitness" in line)
     assert [header.index(task) for task in tasks] == sorted(header.index(t) for t in tasks)
+
+
+def test_export_notes_an_individual_its_search_rejected(tmp_path):
+    from evoprog.programs.program import format_program, parse_program
+    from evoprog.programs.space import OptimizerSpace
+
+    path = tmp_path / "rejected.db"
+    with Store.open(path) as store:
+        run = store.create_run("optimizer", 0, 2, {}, "local")
+        for birth, (text, status, reason) in enumerate([
+                ("update = g * lr", "ok", None),
+                ("t = g * 0.0\nupdate = t * lr", "rejected", "static: update is always 0")]):
+            program = parse_program(text)
+            key = OptimizerSpace.hash(program)
+            store.add_program(key, "optimizer", format_program(program),
+                              format_program(OptimizerSpace.prune(program)))
+            store.add_individual(run, birth, key, None, None, status, reason,
+                                 1.0 if status == "ok" else None, {}, 0.1)
+    rejected = invoke("export", 2, "-o", tmp_path / "rejected.py", "--db", path)
+    assert rejected.exit_code == 0, rejected.output
+    assert ("note: individual 2 was rejected in its search (static: update is always 0)"
+            in rejected.output)
+    assert (tmp_path / "rejected.py").exists()
+    fine = invoke("export", 1, "-o", tmp_path / "fine.py", "--db", path)
+    assert fine.exit_code == 0 and "was rejected" not in fine.output
