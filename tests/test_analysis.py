@@ -99,8 +99,7 @@ def test_non_finite_outputs_become_tokens():
     assert S.probe(S.seed())[1]
 
 
-def test_analysis_is_cheap_per_child():
-    torch.set_num_threads(1)
+def test_analysis_is_cheap_per_child(one_thread):
     program = parse_program(S.seed_text + "t0 = cosh(update)\nt1 = t0 * m\nm = interp(m, t1, 0.5)")
     times = []
     for _ in range(60):

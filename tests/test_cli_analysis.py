@@ -95,7 +95,8 @@ def test_analyze_errors_name_the_line(tmp_path):
     assert "line 2" in result.output and "foo" in result.output
     assert "Traceback" not in result.output
     missing = invoke("analyze", tmp_path / "nope.txt")
-    assert missing.exit_code != 0 and "Traceback" not in missing.output
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert f"cannot read {tmp_path / 'nope.txt'}: No such file" in missing.output
 
 
 def test_analyze_errors_cite_the_file_line_and_say_what_to_write(tmp_path):
@@ -155,7 +156,9 @@ def test_plot_writes_png(db, tmp_path):
     result = invoke("plot", 1, "-o", out, "--db", db)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    assert invoke("plot", 9, "-o", out, "--db", db).exit_code == 1
+    missing = invoke("plot", 9, "-o", tmp_path / "none.png", "--db", db)
+    assert missing.exit_code == 1 and f"no run 9 in {db}" in missing.output
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_top_finds_distinct_functions_past_many_copies_of_one(tmp_path):

@@ -9,7 +9,10 @@ from click.testing import CliRunner
 
 from evoprog.programs.known import get_known
 from evoprog.programs.ops import LION_SPACE_OPS
+from evoprog.programs.program import parse_program
+from evoprog.programs.space import OptimizerSpace
 from evoprog.search.cli import cli
+from evoprog.store import Store
 
 
 def invoke(*args, input=None):
@@ -33,9 +36,10 @@ def test_layer_search_records_per_architecture_scores(layer_run):
     top = json.loads(invoke("top", "1", "--json", "--db", db).output)
     assert top and all(set(row["scores"]) == {"resnet", "mobilenet", "plain"} for row in top)
     assert any(row["pareto_front"] for row in top)
-    seed = [row for row in top if row["birth"] == 0]
-    if seed:  # the BN-ReLU seed is recognized as itself
-        assert seed[0]["recognized"]["family"] == "bn_relu"
+    seed = json.loads(invoke("show", "1", "--json", "--db", db).output)
+    assert seed["birth"] == 0 and seed["recognized"]["family"] == "bn_relu"  # as itself
+    assert set(seed["metrics"]["scores"]) == {"resnet", "mobilenet", "plain"}
+    assert seed["fitness"] == pytest.approx(sum(seed["metrics"]["scores"].values()) / 3)
 
 
 def test_evaluate_a_layer_as_the_search_did(layer_run, tmp_path):
@@ -94,6 +98,11 @@ def test_search_layer_rejects_optimizer_tasks(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+def _is_lion(text: str) -> bool:
+    recognized = OptimizerSpace.recognize(parse_program(text))
+    return recognized is not None and recognized.name == "lion"
+
+
 def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     report_path, plot_path = tmp_path / "report.json", tmp_path / "curve.png"
     result = invoke("rediscover", "lion", "--seeds", "1", "--budget", "5", "--population",
@@ -106,9 +115,15 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     report = json.loads(report_path.read_text())
     assert [(r["strategy"], r["seed"]) for r in report["runs"]] == [("evolution", 0),
                                                                      ("random", 0)]
-    for run in report["runs"]:
-        assert run["individuals"] == 5 and run["generated"] >= 5
-        assert run["found"] in (True, False) and run["curve"]
+    with Store.open(tmp_path / "r.db", create=False) as store:
+        for run in report["runs"]:
+            assert run["individuals"] == 5 and run["generated"] >= 5 and run["curve"]
+            # The population (3) is smaller than the report's top 10: the run found Lion
+            # if and only if any program it scored is one.
+            lions = [row["id"] for row in store.individuals(run["run_id"])
+                     if row["status"] == "ok" and _is_lion(row["text"])]
+            assert run["found"] == bool(lions)
+            assert run["individual_id"] == (lions[0] if lions else None)
     programs = [row["program"] for row in report["transfer"]]
     assert programs[1:] == ["adamw_paper", "adamw", "lion"]
     # The first row names the best program and whether evolution improved on the start.

@@ -13,9 +13,12 @@ import sys
 import pytest
 from ray_nodes import Cluster, ray_env, wait_for
 
-OPTIONS = ["--budget", "60", "--population", "6", "--tournament", "3", "--parallel", "2",
-           "--seed", "3", "--quiet"]
-BUDGET = 60
+from evoprog.programs.program import parse_program
+from evoprog.programs.space import OptimizerSpace
+
+BUDGET = 30
+OPTIONS = ["--budget", str(BUDGET), "--population", "6", "--tournament", "3", "--parallel",
+           "2", "--seed", "3", "--quiet"]
 TIMEOUT = 120
 NODE_ATTEMPTS = 3  # searches run until one gives the victim node work to lose
 
@@ -317,4 +320,11 @@ def test_ctrl_c_during_the_funnel_then_resume_promotes(cluster, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     promoted = [row[0] for row in tier_b(db)]
     assert run_status(db) == "finished" and recorded(db) == 6
-    assert 1 <= len(promoted) <= 2 and len(set(promoted)) == len(promoted)
+    # --promote 2: the two best distinct functions, or all there are, each trained once
+    ok = dict(query(db, "SELECT i.id, i.fitness FROM individuals i WHERE i.run_id = 1 "
+                        "AND i.status = 'ok'"))
+    functions = {OptimizerSpace.fingerprint(parse_program(text)) for (text,) in query(
+        db, "SELECT p.text FROM individuals i JOIN programs p ON p.hash = i.program_hash "
+            "WHERE i.run_id = 1 AND i.status = 'ok'")}
+    assert len(promoted) == min(2, len(functions)) and len(set(promoted)) == len(promoted)
+    assert max(ok[i] for i in promoted) == max(ok.values())  # the best at tier A went on

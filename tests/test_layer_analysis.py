@@ -6,7 +6,6 @@ import statistics
 import time
 
 import pytest
-import torch
 
 from evoprog.programs.known import KNOWN_LAYERS
 from evoprog.programs.layer_space import LayerSpace as L
@@ -73,8 +72,7 @@ def test_known_layers_have_distinct_fingerprints_and_finite_outputs():
     assert not finite and len(fp) == 16
 
 
-def test_layer_fingerprint_is_cheap():
-    torch.set_num_threads(1)
+def test_layer_fingerprint_is_cheap(one_thread):
     program = p(S0_RECIPROCAL + "\ny = max(y, 0.0)\nb = batch_std(y)\ny = y / b")
     times = []
     for _ in range(40):

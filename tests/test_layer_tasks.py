@@ -12,11 +12,15 @@ from evoprog.evaluators.layer_tasks import LAYER_TASKS, LayerSettings, LayerTask
 from evoprog.programs.known import get_known
 from evoprog.programs.program import parse_program
 
+# One thread each, as search workers evaluate: two threads on a busy two-core machine
+# make these small models tens of times slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = LayerSettings(steps=40, quality_step=40, width=4)
 
 
 @pytest.fixture(scope="module")
-def task() -> LayerTask:
+def task(one_thread) -> LayerTask:
     return LayerTask(settings=SMALL)
 
 

@@ -18,7 +18,7 @@ from evoprog.programs.mutation import mutate
 from evoprog.programs.program import ProgramError, format_program, parse_program
 from evoprog.programs.sampling import random_program
 from evoprog.programs.space import get_space
-from evoprog.search.pareto import pareto_front, pareto_tournament
+from evoprog.search.pareto import dominates, pareto_front, pareto_tournament
 
 EPS = 1e-5
 
@@ -221,7 +221,8 @@ def test_mutation_of_layer_programs_stays_in_the_space():
         seen.add(mutation.kind)
         program = child
     assert len(seen) >= 4
-    ProgramLayer(program, 8)(torch.randn(2, 8, 3, 3))  # still runs
+    x = torch.randn(2, 8, 3, 3)
+    assert ProgramLayer(program, 8)(x).shape == x.shape  # still runs, one output per input
 
 
 def test_random_start_programs_are_valid():
@@ -261,9 +262,22 @@ def test_pareto_front_and_tournament():
     rng = random.Random(0)
     picks = {pareto_tournament(scores[:5], 5, rng) for _ in range(200)}
     assert picks == {0, 1, 3}
-    for _ in range(100):  # a sample's pick is on the front of that sample
-        index = pareto_tournament(scores, 2, rng)
-        assert 0 <= index < len(scores)
+
+    class Watched(random.Random):
+        """A generator that remembers the samples it draws (the tournament's entrants)."""
+
+        def sample(self, population, k, **kwargs):
+            self.drawn = super().sample(population, k, **kwargs)
+            return self.drawn
+
+    watched, dominated_picks = Watched(1), 0
+    for _ in range(300):  # a sample's pick is on the front of that sample
+        index = pareto_tournament(scores, 2, watched)
+        assert index in watched.drawn
+        (other,) = set(watched.drawn) - {index}
+        assert not dominates(scores[other], scores[index], ["a", "b"]), watched.drawn
+        dominated_picks += index in (2, 4)  # dominated in the whole set, not in the pair
+    assert dominated_picks > 0
 
 
 def test_state_dicts_hold_only_what_the_pruned_program_reads(tmp_path):

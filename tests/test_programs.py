@@ -419,8 +419,20 @@ BASE = "m = interp(g, m, 0.9)\nt0 = sign(m)\nt1 = w * 0.01\nupdate = t0 + t1\nup
 
 
 def test_hash_is_a_stable_string():
-    assert _hash(BASE) == _hash(BASE)
+    """Stored in the database and compared by later processes (resume, the cache): the
+    same in another process, whatever Python's per-process string hashing does."""
+    import os
+    import subprocess
+    import sys
+
     assert isinstance(_hash(BASE), str) and len(_hash(BASE)) == 16
+    script = ("import sys\nfrom evoprog.programs.program import parse_program\n"
+              "from evoprog.programs.space import OptimizerSpace\n"
+              "print(OptimizerSpace.hash(parse_program(sys.argv[1])))")
+    other = subprocess.run([sys.executable, "-c", script, BASE], capture_output=True,
+                           text=True, check=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.stdout.strip() == _hash(BASE)
 
 
 def test_hash_ignores_dead_code():

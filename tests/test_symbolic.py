@@ -5,7 +5,7 @@ import sympy
 from evoprog.programs.known import KNOWN
 from evoprog.programs.program import parse_program
 from evoprog.programs.space import OptimizerSpace as S
-from evoprog.programs.symbolic import rewrite, simplify_expr
+from evoprog.programs.symbolic import MAX_OPS, rewrite, simplify_expr
 
 g, w, lr = (sympy.Symbol(n, real=True) for n in ("g", "w", "lr"))
 m = sympy.Symbol("m_{t-1}", real=True)
@@ -70,9 +70,23 @@ def test_rewrite_turns_x_over_abs_x_into_sign():
     assert rewrite(2 * x / sympy.Abs(x)) == 2 * sympy.sign(x)
 
 
-def test_huge_expressions_skip_simplify():
+def test_huge_expressions_skip_simplify(monkeypatch):
+    real, called = sympy.simplify, []
+
+    def spy(expr, *args, **kwargs):
+        called.append(expr)
+        return real(expr, *args, **kwargs)
+
+    monkeypatch.setattr(sympy, "simplify", spy)
     big = sum(sympy.cosh(g * k) * sympy.sin(w + k) for k in range(1, 30))
+    assert sympy.count_ops(big) > MAX_OPS
     assert simplify_expr(big) == big
+    assert called == []  # not even tried
+    small = sympy.sin(g) ** 2 + sympy.cos(g) ** 2
+    assert simplify_expr(small) == 1 and called == [small]
+    # the same expression above a lower bound is left as it is, untried
+    assert simplify_expr(small, max_ops=sympy.count_ops(small) - 1) == small
+    assert called == [small]
 
 
 def test_display_rounds_floats():
