@@ -362,7 +362,10 @@ def _run_search(store: Store, quiet: bool, make) -> None:
     except KeyboardInterrupt as exc:
         # Ctrl-C may also come just after the last individual, while results print.
         word, code = _stopped_by(exc)
-        if store.run(searcher.run_id)["status"] == "finished":
+        status = store.run(searcher.run_id)["status"]
+        if status == "running":  # stopped before its loop began, which marks it itself
+            store.set_run_status(searcher.run_id, "interrupted")
+        if status == "finished":
             err_console.print(f"\n{word}; run {searcher.run_id} had finished.")
         else:
             err_console.print(f"\n{word}. Continue with: evoprog resume "

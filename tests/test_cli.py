@@ -680,3 +680,20 @@ def test_export_notes_an_individual_its_search_rejected(tmp_path):
     assert (tmp_path / "rejected.py").exists()
     fine = invoke("export", 1, "-o", tmp_path / "fine.py", "--db", path)
     assert fine.exit_code == 0 and "was rejected" not in fine.output
+
+
+def test_ctrl_c_before_the_search_loop_marks_the_run_interrupted(tmp_path, ray_local,
+                                                                 monkeypatch):
+    from evoprog.search.driver import Search
+
+    def stopped_at_once(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "run", stopped_at_once)
+    db = tmp_path / "early.db"
+    result = invoke("search", "optimizer", "--budget", "4", "--population", "2",
+                    "--tournament", "2", "--quiet", "--db", db)
+    assert result.exit_code == 130, result.output
+    assert "Interrupted. Continue with: evoprog resume 1" in result.output
+    with Store.open(db, create=False) as store:
+        assert store.run(1)["status"] == "interrupted"
