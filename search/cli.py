@@ -988,9 +988,11 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             raise UserError(f"--runs takes run ids such as 1,2,3, got {run_ids!r}") from None
         if not ids or len(set(ids)) != len(ids):
             raise UserError(f"--runs takes distinct run ids such as 1,2,3, got {run_ids!r}")
-        with open_existing(db_path) as store:
+        with open_existing(db_path) as store, \
+                err_console.status("reporting", spinner="dots") as status:
             try:
-                report = report_runs(store, target, ids, compare, tiers)
+                report = report_runs(store, target, ids, compare, tiers,
+                                     on_step=lambda text: status.update(text))
             except ValueError as exc:
                 raise UserError(str(exc)) from None
             except KeyboardInterrupt as exc:
@@ -1021,7 +1023,8 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                     max_seconds, population, tournament, parallel, search_tasks,
                     random_baseline, compare, tiers, address, on_progress=progress,
                     on_run=finished, ops=ops, tier=tier, neutral=neutral,
-                    on_start=started.append)
+                    on_start=started.append,
+                    on_step=lambda text: bar.update(task, description=text))
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:

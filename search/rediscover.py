@@ -183,13 +183,15 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None,
                ops: Sequence[str] = (), tier: str = "A", neutral: bool = False,
-               on_start: Callable[[int], None] | None = None) -> Report:
+               on_start: Callable[[int], None] | None = None,
+               on_step: Callable[[str], None] | None = None) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
     later from the run ids alone. ``ops`` limits the space (empty: all its ops);
     ``tier`` is the tier the searches score candidates at; ``neutral`` is the search's
     option of that name (evolution keeps dead-code-only children). ``on_start`` gets
-    each run's id as it is created, so an interrupted study can say what it recorded."""
+    each run's id as it is created, so an interrupted study can say what it recorded;
+    ``on_step`` is as in ``report_runs``."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
     strategies = ("evolution", "random") if random_baseline else ("evolution",)
@@ -210,15 +212,19 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
             run_ids.append(search.run_id)
             if on_run:
                 on_run(analyze_run(store, search.run_id, target))
-    return report_runs(store, name, run_ids, compare_tier, transfer_tiers)
+    return report_runs(store, name, run_ids, compare_tier, transfer_tiers, on_step)
 
 
 def report_runs(store: Store, name: str, run_ids: Sequence[int],
                 compare_tier: str | None = "B",
-                transfer_tiers: Sequence[str] = ("A", "B")) -> Report:
+                transfer_tiers: Sequence[str] = ("A", "B"),
+                on_step: Callable[[str], None] | None = None) -> Report:
     """The report for recorded runs of one target: each run replayed and analysed, the
     found programs compared with the warm start at ``compare_tier``, the best one tried
-    on the held-out tasks. Raises ValueError for a run of another family."""
+    on the held-out tasks. Raises ValueError for a run of another family. ``on_step``
+    is told what is being done before each step (training at tier B or C takes
+    minutes on a CPU), for a progress display."""
+    step = on_step or (lambda text: None)
     target = TARGETS[name]
     reports: list[RunReport] = []
     start_fitness: dict[tuple[str, ...], float | None] = {}
@@ -231,8 +237,11 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
                              f"{target.family} programs")
         config = SearchConfig.from_dict(run["config"])
         configs.append(config)
+        step(f"analysing run {run_id}")
         report = analyze_run(store, run_id, target)
         if report.found and compare_tier:
+            step(f"run {run_id}: training its find and the warm start at tier "
+                 f"{compare_tier}")
             tasks = tuple(config.tasks)
             if tasks not in start_fitness:
                 start_fitness[tasks] = _fitness(space.seed(), tasks, compare_tier)
@@ -242,7 +251,7 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
             if value is not None and start_fitness[tasks]:
                 report.ratio_to_start = value / start_fitness[tasks]
         reports.append(report)
-    rows = _transfer(store, target, reports, transfer_tiers) if transfer_tiers else []
+    rows = _transfer(store, target, reports, transfer_tiers, step) if transfer_tiers else []
     first = configs[0] if configs else SearchConfig(family=target.family)
     config = {"runs": list(run_ids), "seeds": sorted({c.seed for c in configs}),
               "budget": first.budget, "max_seconds": first.max_seconds,
@@ -255,7 +264,7 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
 
 
 def _transfer(store: Store, target: Target, reports: list[RunReport],
-              tiers: Sequence[str]) -> list[dict]:
+              tiers: Sequence[str], step: Callable[[str], None]) -> list[dict]:
     """The best program evolution found (preferring the target family) and the
     references, each on the held-out tasks at each of ``tiers``."""
     evolved = [r for r in reports if r.strategy == "evolution"]
@@ -281,6 +290,7 @@ def _transfer(store: Store, target: Target, reports: list[RunReport],
         for task in target.transfer_tasks:
             for tier in tiers:
                 key = f"{task}@{tier}"
+                step(f"held-out task {key}: {label}")
                 row[key], why = _scored(program, [task], tier)
                 if why:  # e.g. the time limit, when the machine is busy
                     row.setdefault("not_scored", {})[key] = why

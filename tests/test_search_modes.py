@@ -359,8 +359,13 @@ def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
         config.validate()
         run_id = store.create_run("optimizer", 0, 2, config.__dict__, "local")
         _record(store, run_id, 0, OptimizerSpace.seed(), 1.0)
-        report = rediscover.report_runs(store, "lion", [run_id], None, ["A"])
+        steps: list[str] = []
+        report = rediscover.report_runs(store, "lion", [run_id], None, ["A"],
+                                        on_step=steps.append)
     evolved, *references = report.transfer
+    # a progress display is told each step before it runs, in order
+    assert steps == [f"analysing run {run_id}"] + [
+        f"held-out task digits_mlp@A: {row['program']}" for row in report.transfer]
     assert evolved["digits_mlp@A"] is None  # the best evolved program is the seed here
     assert evolved["not_scored"] == {"digits_mlp@A": "rejected: time limit: 15 s"}
     assert [row["program"] for row in references] == ["adamw_paper", "adamw", "lion"]
