@@ -75,7 +75,7 @@ def _images(x: torch.Tensor) -> torch.Tensor:
 
 def accuracy(model: nn.Module, split: Split) -> float:
     """Validation accuracy in eval mode (running averages for batch aggregates)."""
-    model.eval()
+    model.train(False)  # eval mode: batch aggregates use their running averages
     with torch.no_grad():
         logits = model(_images(split.x_val))
     model.train()
