@@ -57,8 +57,9 @@ class CompiledProgram:
         return partial(op.torch_fn, layout=self.layout), ins.args
 
     def _constant(self, value: float, device: torch.device | str, dtype: torch.dtype) -> str:
-        name = f"#{float(value)!r}"
-        self._constants[name] = constant(float(value), str(device), dtype)
+        value = float(value)
+        name = f"#{value!r}"
+        self._constants[name] = constant(value, str(device), dtype)
         return name
 
     def __call__(self, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -162,8 +162,8 @@ class Space:
         does = " and ".join(
             f"{verb} {', '.join(names)}" for verb, names in (("reads", reads),
                                                              ("assigns", assigns)) if names)
-        return (f"this program {does}, like {_a(other.family)} program; {_a(self.family)} "
-                f"program reads {', '.join(self.inputs)} and assigns "
+        return (f"this program {does}, like {with_article(other.family)} program; "
+                f"{with_article(self.family)} program reads {', '.join(self.inputs)} and assigns "
                 f"{', '.join(self.required)}")
 
     def prune(self, program: Program) -> Program:
@@ -259,7 +259,8 @@ maps (``soft_sign``, ``clip``, ``l2_normalize``, ``orthogonalize``)."""
 SPACES = {"optimizer": OptimizerSpace}
 
 
-def _a(noun: str) -> str:
+def with_article(noun: str) -> str:
+    """``noun`` with "a" or "an": "an optimizer", "a layer"."""
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
