@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ray_nodes import Cluster, ray_env, wait_for
@@ -163,17 +164,27 @@ def test_driver_kill_9_then_resume(stopped_runs, reference):
     assert_complete(stopped_runs["db"]["kill"], reference)
 
 
-def test_ctrl_c_prints_resume_and_resume_finishes(stopped_runs, reference, cluster):
-    code, out = stopped_runs["sigint"]
-    db = stopped_runs["db"]["sigint"]
-    assert code == 130, out  # the shell's code for SIGINT
+def assert_stopped_then_resumed(stopped_runs, reference, name: str, code: int,
+                                hint: str) -> Path:
+    """The run stopped by signal ``name`` exited with ``code``, printed ``hint`` and the
+    resume command with no traceback, was marked interrupted, and its resume completed
+    it as the reference run; returns its database."""
+    exit_code, out = stopped_runs[name]
+    db = stopped_runs["db"][name]
+    assert exit_code == code, out
     assert "Traceback" not in out
-    assert f"evoprog resume 1 --db {db}" in out.replace("\n", "")
-    assert stopped_runs["sigint_status"] == "interrupted"
-    assert 3 <= stopped_runs["sigint_count"] < BUDGET, "stopped too late to test anything"
-    code, out = stopped_runs["resume_sigint"]
-    assert code == 0, out
+    assert f"{hint} evoprog resume 1 --db {db}" in out.replace("\n", "")
+    assert stopped_runs[f"{name}_status"] == "interrupted"
+    assert 3 <= stopped_runs[f"{name}_count"] < BUDGET, "stopped too late to test anything"
+    exit_code, out = stopped_runs[f"resume_{name}"]
+    assert exit_code == 0, out
     assert_complete(db, reference)
+    return db
+
+
+def test_ctrl_c_prints_resume_and_resume_finishes(stopped_runs, reference, cluster):
+    db = assert_stopped_then_resumed(stopped_runs, reference, "sigint", 130,  # the shell's
+                                     "Interrupted. Continue with:")
     again = resume(cluster, db)
     assert again.returncode != 0 and "already finished" in again.stderr
 
@@ -181,16 +192,9 @@ def test_ctrl_c_prints_resume_and_resume_finishes(stopped_runs, reference, clust
 def test_sigterm_stops_like_ctrl_c_and_resume_finishes(stopped_runs, reference):
     """SIGTERM ends the run as interrupted, not failed: the resume command is printed,
     the exit code is the shell's for SIGTERM, and there is no stack dump."""
-    code, out = stopped_runs["sigterm"]
-    db = stopped_runs["db"]["sigterm"]
-    assert code == 128 + signal.SIGTERM, out
-    assert "Traceback" not in out and "SIGTERM received" not in out, out
-    assert f"Terminated. Continue with: evoprog resume 1 --db {db}" in out.replace("\n", "")
-    assert stopped_runs["sigterm_status"] == "interrupted"
-    assert 3 <= stopped_runs["sigterm_count"] < BUDGET, "stopped too late to test anything"
-    code, out = stopped_runs["resume_sigterm"]
-    assert code == 0, out
-    assert_complete(db, reference)
+    assert_stopped_then_resumed(stopped_runs, reference, "sigterm", 128 + signal.SIGTERM,
+                                "Terminated. Continue with:")
+    assert "SIGTERM received" not in stopped_runs["sigterm"][1]
 
 
 def test_ctrl_c_during_rediscover_says_how_to_report_the_runs(cluster, tmp_path):

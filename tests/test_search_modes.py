@@ -215,15 +215,23 @@ def test_resources_settled_from_the_cluster():
     assert settled({"address": "10.0.0.1:6379"}, cpus_per_eval=32)[1] == 2  # may grow
 
 
-def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_local):
+def _stopped_run_asking(store, **request) -> Search:
+    """A run stopped by its time limit whose stored config asks for ``request`` (as if
+    started on another machine)."""
     import json
 
+    search = Search.start(store, small(budget=8, max_seconds=0.01))
+    search.run()
+    config = {**store.run(search.run_id)["config"], **request}
+    store.db.execute("UPDATE runs SET config = ? WHERE id = ?",
+                     [json.dumps(config), search.run_id])
+    store.db.conn.commit()
+    return search
+
+
+def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_local):
     with Store.open(tmp_path / "g.db") as store:
-        search = Search.start(store, small(budget=8, max_seconds=0.01))
-        search.run()
-        config = {**store.run(search.run_id)["config"], "gpus_per_eval": 0.25}
-        store.db.execute("UPDATE runs SET config = ? WHERE id = ?",
-                         [json.dumps(config), search.run_id])
+        search = _stopped_run_asking(store, gpus_per_eval=0.25)
         resumed = Search.resume(store, search.run_id)
         assert resumed.config.gpus_per_eval == 0.0  # this machine's share: none
         assert resumed.config.parallel == search.config.parallel
@@ -234,15 +242,8 @@ def test_a_run_started_with_gpus_resumes_on_a_machine_without(tmp_path, ray_loca
 
 def test_a_run_started_with_more_cpus_per_eval_resumes_on_a_smaller_machine(tmp_path,
                                                                           ray_local):
-    import json
-
     with Store.open(tmp_path / "c.db") as store:
-        search = Search.start(store, small(budget=8, max_seconds=0.01))
-        search.run()
-        config = {**store.run(search.run_id)["config"], "cpus_per_eval": 4.0}
-        store.db.execute("UPDATE runs SET config = ? WHERE id = ?",
-                         [json.dumps(config), search.run_id])
-        store.db.conn.commit()
+        search = _stopped_run_asking(store, cpus_per_eval=4.0)
         resumed = Search.resume(store, search.run_id)
         # ray_local has 2 CPUs: asking 4 per evaluation would wait forever for a slot
         assert resumed.config.cpus_per_eval == 2.0
