@@ -109,8 +109,8 @@ OP_CODE: dict[str, OpCode] = {
     "sub": OpCode("{0} - {1}", "{0} - {1}"),
     "mul": OpCode("{0} * {1}", "{0} * {1}"),
     "div": OpCode("{0} / ({1} + 1e-8)", "_div({0}, {1} + 1e-8)", python_helpers=("_div",)),
-    "max": OpCode("torch.maximum({0:t}, {1:t})", "max({0}, {1})"),
-    "min": OpCode("torch.minimum({0:t}, {1:t})", "min({0}, {1})"),
+    "max": OpCode("torch.maximum({0:t}, {1:t})", "_max({0}, {1})", python_helpers=("_max",)),
+    "min": OpCode("torch.minimum({0:t}, {1:t})", "_min({0}, {1})", python_helpers=("_min",)),
     "soft_sign": OpCode("torch.tanh({0} / ({1:abs} + 1e-8))"),
     "clip": OpCode("torch.clamp({0:t}, -{1:abs}, {1:abs})"),
     "l2_normalize": OpCode("_l2_normalize({0:t}, shapes)", helpers=("_l2_normalize",)),
@@ -180,6 +180,16 @@ def _div(x: float, y: float) -> float:
         if x == 0 or x != x:
             return math.nan
         return math.copysign(math.inf, x) * math.copysign(1.0, y)
+''', ()),
+    "_max": ('''\
+def _max(x: float, y: float) -> float:
+    """The larger of two python numbers, nan if either is (as torch.maximum)."""
+    return math.nan if math.isnan(x) or math.isnan(y) else max(x, y)
+''', ()),
+    "_min": ('''\
+def _min(x: float, y: float) -> float:
+    """The smaller of two python numbers, nan if either is (as torch.minimum)."""
+    return math.nan if math.isnan(x) or math.isnan(y) else min(x, y)
 ''', ()),
     "_flatten": ('''\
 def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:

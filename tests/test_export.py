@@ -435,9 +435,10 @@ def test_python_number_arithmetic_gives_inf_where_tensors_do(tmp_path):
     "n = negative(lr)\nk = n / s",    # -lr / 0: -inf
     "z = lr - lr\nk = z / s",         # 0 / 0: nan
     "k = lr / -1e-8",                # a constant, exported as a python number
+    "z = lr - lr\nn = z / s\nk = max(lr, n)",  # nan wins a maximum, as in torch
+    "z = lr - lr\nn = z / s\nk = min(lr, n)",
 ])
-def test_python_number_division_by_zero_gives_inf_or_nan_where_tensors_do(tmp_path,
-                                                                          division):
+def test_python_numbers_give_inf_or_nan_where_tensors_do(tmp_path, division):
     # s + 1e-8 is exactly 0 in the safe division's denominator.
     program = parse_program(f"m = interp(g, m, 0.9)\ne = eps()\ns = negative(e)\n"
                             f"{division}\nu = sign(m)\nupdate = u * k")
