@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..programs.program import Program
-from .device import device
+from .device import device, machine
 from .result import STATUSES, EvalResult
 from .tasks import TIERS, CharLM, DigitsCNN, DigitsMLP, Task, TrainingTask
 from .trainer import Filters
@@ -58,13 +58,15 @@ def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A",
              **overrides: Any) -> EvalResult:
     """Evaluate ``program`` on the named task and tier (settings ``overrides`` as in
     ``get_task``); ``seconds`` is the call's wall time (the first call per process and
-    task settings also scores the AdamW seed, see tasks)."""
+    task settings also scores the AdamW seed, see tasks); ``metrics["machine"]`` names
+    the kind of machine the score is exact for (see ``machine``)."""
     start = time.perf_counter()
     result = get_task(task_name, tier, **overrides).evaluate(program)
+    result.metrics["machine"] = machine()
     result.seconds = time.perf_counter() - start
     return result
 
 
 __all__ = ["DEFAULT_SUITE", "DEFAULT_TASKS", "STATUSES", "TASKS", "TIERS", "CharLM",
            "DigitsCNN", "DigitsMLP", "EvalResult", "Filters", "Task", "device", "evaluate",
-           "get_task", "task_family"]
+           "get_task", "machine", "task_family"]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..programs.program import Program
+from .device import machine
 from .result import EvalResult
 
 
@@ -35,7 +36,7 @@ def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
         if not result.ok:
             reason = result.reason if len(tasks) == 1 else f"{name}: {result.reason}"
             combined = EvalResult(None, result.status, reason,
-                                  {"tasks": list(tasks), "tier": tier})
+                                  {"tasks": list(tasks), "tier": tier, "machine": machine()})
             combined.seconds = time.perf_counter() - start
             return combined, records
     if len(tasks) == 1:
@@ -44,7 +45,8 @@ def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
         fitness = float(only.fitness)
     else:
         scores = {name: float(r.fitness) for name, r in results.items()}
-        metrics = {"scores": scores, "tasks": list(tasks), "tier": tier}
+        metrics = {"scores": scores, "tasks": list(tasks), "tier": tier,
+                   "machine": machine()}
         fitness = sum(scores.values()) / len(scores)
     combined = EvalResult(fitness, "ok", None, metrics)
     combined.seconds = time.perf_counter() - start

@@ -784,7 +784,9 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
         overrides["probe_checks"] = False
     plans = []  # (family, label, program, task names), all checked before any training
     for target in targets:
-        program_family, label, program, _, _ = _target(target, family, db_path)
+        program_family, label, program, _, ind = _target(target, family, db_path)
+        if ind is not None:
+            _note_other_machine(label, ind)
         if overrides and program_family != "optimizer":
             options = " and ".join(name for name, used in (("--lr-scales", lr_scales),
                                                              ("--no-probe-checks",
@@ -816,6 +818,21 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                           highlight=False)
         sys.exit(code)
     _print_evaluations(rows, tier, as_json)
+
+
+def _note_other_machine(label: str, ind: dict) -> None:
+    """Say so when an individual was scored on another kind of machine, where the same
+    training rounds differently and its recorded score cannot be matched bit for bit."""
+    from ..evaluators import machine
+
+    here = machine()
+    recorded = sorted({m for m in [(e.get("metrics") or {}).get("machine")
+                                   for e in ind.get("evaluations") or []] if m and m != here})
+    if recorded:
+        err_console.print(f"note: {label} was scored on {' and '.join(recorded)}; this is "
+                          f"{here}, whose kernels round differently, so scores can differ "
+                          "in their last digits (a layer's accuracies by up to about a "
+                          "point)", highlight=False)
 
 
 def _lr_scales(value: str) -> tuple[float, ...]:
@@ -853,7 +870,8 @@ def _evaluated(program_family: str, label: str, program: Program, names: list[st
     trained = next((t["lr_scales"] for t in per_task.values() if t["lr_scales"]), [])
     return {"target": label, "family": program_family, "tier": tier, "tasks": names,
             "lr_scales": trained, "status": result.status, "reason": result.reason,
-            "fitness": result.fitness, "seconds": result.seconds, "per_task": per_task}
+            "fitness": result.fitness, "seconds": result.seconds, "per_task": per_task,
+            "machine": result.metrics.get("machine")}
 
 
 def _print_evaluations(rows: list[dict], tier: str, as_json: bool) -> None:

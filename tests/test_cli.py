@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -252,6 +253,27 @@ def test_evaluate_scores_as_the_search_did(searched, tmp_path):
     assert one[0]["fitness"] == 1.0 and one[0]["lr_scales"] == [1.0]  # its own reference
     assert one[0]["per_task"]["digits_mlp"]["metric"] != rows[1]["per_task"]["digits_mlp"][
         "metric"]  # scale 1 alone, not tier A's best of 1, 3, 10
+
+
+def test_evaluate_notes_a_score_recorded_on_another_kind_of_machine(searched, tmp_path):
+    from evoprog.evaluators import machine
+
+    db = tmp_path / "copy.db"
+    shutil.copy(searched[0], db)
+    with sqlite3.connect(db) as conn:
+        (ind_id,) = conn.execute("select individual_id from evaluations where status = 'ok' "
+                                 "limit 1").fetchone()
+    same = invoke("evaluate", ind_id, "--json", "--db", db)
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)[0]["machine"] == machine()
+    assert "note:" not in same.stderr  # recorded here: its score is exact here
+    with sqlite3.connect(db) as conn:
+        conn.execute("update evaluations set metrics = json_set(metrics, '$.machine', "
+                     "'cpu aarch64 NEON, torch 2.0') where individual_id = ?", (ind_id,))
+    other = invoke("evaluate", ind_id, "--json", "--db", db)
+    assert other.exit_code == 0, other.output
+    assert (f"note: individual {ind_id} was scored on cpu aarch64 NEON, torch 2.0; this is "
+            f"{machine()}") in " ".join(other.stderr.split())
 
 
 def test_evaluate_marks_the_row_that_trained_the_seed(tmp_path, monkeypatch):

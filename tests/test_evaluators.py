@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,10 @@ from evoprog.evaluators import (
     DigitsMLP,
     EvalResult,
     Filters,
+    device,
     evaluate,
     get_task,
+    machine,
 )
 from evoprog.evaluators.data import digits
 from evoprog.evaluators.trainer import ProgramOutputError, _fit, cosine_schedule
@@ -135,6 +138,19 @@ def test_evaluation_reproduces_across_processes():
         torch.set_num_threads(threads)
     assert here[0]["metrics"]["per_scale"][2]["lr_scale"] == 10.0
     assert json.loads(out.stdout) == json.loads(json.dumps(here))
+
+
+def test_every_evaluation_names_the_kind_of_machine_its_score_is_exact_for(adamw):
+    assert adamw.metrics["machine"] == machine()
+    assert machine().endswith(f"torch {torch.__version__}")
+    if device().type == "cpu":
+        assert torch.backends.cpu.get_cpu_capability() in machine()
+    # Kernels picked for another instruction set round differently: the record says so.
+    script = "from evoprog.evaluators import machine\nprint(machine())"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120, env={**os.environ, "EVOPROG_DEVICE": "cpu",
+                                                       "ATEN_CPU_CAPABILITY": "default"})
+    assert "DEFAULT, torch" in out.stdout
 
 
 def test_batched_seeds_match_seeds_run_alone():
