@@ -149,6 +149,22 @@ def _safe_div(x, y):
     return x / (y + EPS)
 
 
+def _maximum(x, y):
+    """``torch.maximum``; against a scalar (a constant such as ReLU's 0) ``clamp_min``,
+    as the exported layers write it: the same values, and a backward of two passes where
+    maximum's takes five (it splits the gradient at ties; clamp gives it to the tensor)."""
+    if y.dim() == 0:
+        return torch.clamp_min(x, y)
+    return torch.clamp_min(y, x) if x.dim() == 0 else torch.maximum(x, y)
+
+
+def _minimum(x, y):
+    """``torch.minimum``, as ``clamp_max`` against a scalar (see ``_maximum``)."""
+    if y.dim() == 0:
+        return torch.clamp_max(x, y)
+    return torch.clamp_max(y, x) if x.dim() == 0 else torch.minimum(x, y)
+
+
 def _interp(x, y, a):
     """(1-a)*x + a*y in one fused pass (``torch.lerp``), which needs x and y of one dtype."""
     if x.dtype == y.dtype:
@@ -222,8 +238,8 @@ _OP_LIST: list[Op] = [
     Op("sub", 2, torch.sub, lambda x, y: x - y),
     Op("mul", 2, torch.mul, lambda x, y: x * y, commutative=True),
     Op("div", 2, _safe_div, lambda x, y: x / y, doc="x / (y + 1e-8)"),
-    Op("max", 2, torch.maximum, S.Max, commutative=True),
-    Op("min", 2, torch.minimum, S.Min, commutative=True),
+    Op("max", 2, _maximum, S.Max, commutative=True),
+    Op("min", 2, _minimum, S.Min, commutative=True),
     # Lion-K maps: gradients of other convex functions in place of sign
     Op("soft_sign", 2, lambda x, t: torch.tanh(x / (torch.abs(t) + EPS)),
        lambda x, t: S.tanh(x / S.Abs(t)), doc="tanh(x / |tau|)"),

@@ -155,6 +155,22 @@ def test_random_programs_export_and_match_the_runtime(tmp_path):
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True), program
 
 
+@pytest.mark.parametrize("text", ["y = max(x, 0.5)", "y = max(0.5, x)"])
+def test_runtime_and_export_share_the_gradient_at_ties(tmp_path, text):
+    # Entries equal to the constant: torch.maximum would give them half the gradient,
+    # clamp (which the exported layer writes) all of it, as the runtime module does.
+    program = parse_program(text)
+    cls = load_class(export_layer(program, "Tie"), "Tie", tmp_path)
+    x = torch.tensor([[0.5, 0.25], [0.75, 0.5]]).reshape(1, 4, 1, 1)
+    grads = []
+    for layer in (cls(4), ProgramLayer(program, 4)):
+        leaf = x.clone().requires_grad_(True)
+        layer(leaf).sum().backward()
+        grads.append(leaf.grad.flatten().tolist())
+    assert grads[0] == grads[1]
+    assert grads[1][0] == grads[1][3] == 1.0  # the ties
+
+
 def test_runtime_batch_norm_seed_matches_torch_batch_norm():
     layer = ProgramLayer(LayerSpace.seed(), 6)
     bn = torch.nn.BatchNorm2d(6, eps=EPS)

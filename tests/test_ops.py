@@ -197,6 +197,18 @@ def test_clip_soft_sign_and_interp_meanings():
     assert OPS["interp"].torch_fn(a, b, torch.tensor(0.25)).item() == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize(("name", "reference"), [("max", torch.maximum), ("min", torch.minimum)])
+def test_max_and_min_give_torch_values_whatever_side_the_scalar_is_on(name, reference):
+    # Against a scalar they run as clamps (a cheaper backward); the values, NaN and the
+    # dtype stay those of torch.maximum and torch.minimum.
+    x = torch.tensor([[-2.0, 0.5, math.nan, 3.0]], dtype=torch.float64)
+    for scalar in (torch.tensor(0.5), torch.tensor(math.nan), torch.tensor(-1.0)):
+        for a, b in ((x, scalar), (scalar, x), (x, x.flip(-1)), (scalar, scalar)):
+            got, want = OPS[name].torch_fn(a, b), reference(a, b)
+            assert got.dtype == want.dtype and torch.equal(got.isnan(), want.isnan())
+            assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
 @pytest.mark.parametrize("weight", [torch.tensor(0.9), torch.rand(3, 4, dtype=torch.float64),
                                     torch.rand(3, 1)])
 @pytest.mark.parametrize("end_dtype", [torch.float32, torch.float64])
