@@ -27,6 +27,7 @@ def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
     if not tasks:
         raise ValueError("at least one task is needed")
     start = time.perf_counter()
+    suite = {"tasks": list(tasks), "tier": tier, "machine": machine()}
     records: list[dict[str, Any]] = []
     results: dict[str, EvalResult] = {}
     for name in tasks:
@@ -35,18 +36,16 @@ def evaluate_suite(program: Program, tasks: Sequence[str], tier: str = "A",
         results[name] = result
         if not result.ok:
             reason = result.reason if len(tasks) == 1 else f"{name}: {result.reason}"
-            combined = EvalResult(None, result.status, reason,
-                                  {"tasks": list(tasks), "tier": tier, "machine": machine()})
+            combined = EvalResult(None, result.status, reason, dict(suite))
             combined.seconds = time.perf_counter() - start
             return combined, records
     if len(tasks) == 1:
         only = results[tasks[0]]
-        metrics = {**only.metrics, "tasks": list(tasks), "tier": tier}
+        metrics = {**only.metrics, **suite}
         fitness = float(only.fitness)
     else:
         scores = {name: float(r.fitness) for name, r in results.items()}
-        metrics = {"scores": scores, "tasks": list(tasks), "tier": tier,
-                   "machine": machine()}
+        metrics = {"scores": scores, **suite}
         fitness = sum(scores.values()) / len(scores)
     combined = EvalResult(fitness, "ok", None, metrics)
     combined.seconds = time.perf_counter() - start

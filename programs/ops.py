@@ -149,20 +149,20 @@ def _safe_div(x, y):
     return x / (y + EPS)
 
 
-def _maximum(x, y):
-    """``torch.maximum``; against a scalar (a constant such as ReLU's 0) ``clamp_min``,
-    as the exported layers write it: the same values, and a backward of two passes where
-    maximum's takes five (it splits the gradient at ties; clamp gives it to the tensor)."""
-    if y.dim() == 0:
-        return torch.clamp_min(x, y)
-    return torch.clamp_min(y, x) if x.dim() == 0 else torch.maximum(x, y)
+def _against_scalar(clamp, elementwise):
+    """``elementwise`` (torch.maximum or minimum), run as ``clamp`` when one side is a
+    scalar (a constant such as ReLU's 0), as the exported layers write it: the same
+    values, and a backward of two passes where maximum's takes five (it splits the
+    gradient at ties; clamp gives it to the tensor)."""
+    def fn(x, y):
+        if y.dim() == 0:
+            return clamp(x, y)
+        return clamp(y, x) if x.dim() == 0 else elementwise(x, y)
+    return fn
 
 
-def _minimum(x, y):
-    """``torch.minimum``, as ``clamp_max`` against a scalar (see ``_maximum``)."""
-    if y.dim() == 0:
-        return torch.clamp_max(x, y)
-    return torch.clamp_max(y, x) if x.dim() == 0 else torch.minimum(x, y)
+_maximum = _against_scalar(torch.clamp_min, torch.maximum)
+_minimum = _against_scalar(torch.clamp_max, torch.minimum)
 
 
 def _interp(x, y, a):

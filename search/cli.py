@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluators import DEFAULT_TASKS, TIERS
+from ..evaluators import DEFAULT_TASKS, TIERS, machine
 from ..programs.export import (
     check_class_name,
     export_known,
@@ -823,8 +823,6 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
 def _note_other_machine(label: str, ind: dict) -> None:
     """Say so when an individual was scored on another kind of machine, where the same
     training rounds differently and its recorded score cannot be matched bit for bit."""
-    from ..evaluators import machine
-
     here = machine()
     recorded = sorted({m for m in [(e.get("metrics") or {}).get("machine")
                                    for e in ind.get("evaluations") or []] if m and m != here})
