@@ -4,21 +4,23 @@ rewards it?
 The rediscovery study asks whether the proxy tasks lead evolution to the target. This
 asks the question under it: with the same driver, mutations, aging population and
 recognizer, but a fitness that is the agreement of a candidate with the target (Lion:
-mean cosine similarity of its updates with Lion's over 20 steps of one fixed gradient
-sequence, state carried; EvoNorm: one minus the relative error of its outputs against
-EvoNorm-S0's on fixed NCHW batches), does evolution from the warm start get a program
-of the target family into its top 10, and after how many children? Random search at
-the same budget is the baseline. Evaluations take milliseconds, so a study of many
-thousands of children runs in minutes.
+cosine similarity of its updates with Lion's over 20 steps of one fixed gradient
+sequence, state carried, under a decaying learning rate; EvoNorm: one minus the
+relative error of its outputs against EvoNorm-S0's on fixed NCHW batches), does
+evolution from the warm start get a program of the target family into its top 10, and
+after how many children? Random search at the same budget is the baseline. Evaluations
+take milliseconds, so a study of many thousands of children runs in minutes.
 
 Run: python benchmarks/reachability.py [--target lion|evonorm] [--seeds 5] [--first-seed 0]
          [--budget 20000] [--population 50] [--tournament 10] [--ops all|lion]
-         [--no-random] [--neutral] [--db reach.db]
+         [--no-random] [--neutral] [--restart-every N [--restart-from seed|best]]
+         [--db reach.db]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -31,9 +33,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 STEPS = 20
 
 
+def _lr(step: int) -> float:
+    """The probe's learning rate at ``step``: a cosine decay from 1 to 0.1, as the proxy
+    tasks decay theirs, so that a rule that ignores its ``lr`` input (it would not decay)
+    agrees less than one that scales its update by it."""
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * step / STEPS))
+
+
 def _updates(program) -> list:
     """The program's update at each of STEPS steps of one fixed gradient sequence on a
-    matrix and a vector."""
+    matrix and a vector, under the decaying learning rate ``_lr``."""
     import torch
 
     from evoprog.programs.optimizer import ProgramOptimizer
@@ -43,7 +52,8 @@ def _updates(program) -> list:
     params = [p.requires_grad_(True) for p in params]
     optimizer = ProgramOptimizer(params, program)
     out = []
-    for _ in range(STEPS):
+    for step in range(STEPS):
+        optimizer.param_groups[0]["lr"] = _lr(step)
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen) * 0.1 + 0.05
         before = torch.cat([p.detach().reshape(-1) for p in params])
@@ -64,19 +74,21 @@ def _lion_updates() -> list:
 
 
 def agreement(program_text: str) -> float | None:
-    """Mean cosine similarity of the program's updates with Lion's on one fixed probe;
-    None if an update is not finite."""
+    """Cosine similarity of the program's updates over all STEPS steps, taken as one
+    vector, with Lion's on one fixed probe; None if an update is not finite. One
+    similarity over all steps, not one per step, so that the updates' sizes from step to
+    step count (as the learning rate makes them decay) and only one overall scale is
+    free (Lion at any learning rate is Lion)."""
     import torch
 
     from evoprog.programs.program import parse_program
 
     torch.set_num_threads(1)
-    target = _lion_updates()
-    mine = _updates(parse_program(program_text))
-    if not all(torch.isfinite(u).all() for u in mine):
+    target = torch.cat(_lion_updates())
+    mine = torch.cat(_updates(parse_program(program_text)))
+    if not torch.isfinite(mine).all():
         return None
-    return float(torch.stack([torch.nn.functional.cosine_similarity(a, b, dim=0)
-                              for a, b in zip(mine, target, strict=True)]).mean())
+    return float(torch.nn.functional.cosine_similarity(mine, target, dim=0))
 
 
 def layer_agreement(program_text: str) -> float | None:
@@ -132,6 +144,10 @@ def main() -> None:
     parser.add_argument("--neutral", action="store_true",
                         help="evolution keeps children that differ from their parent only "
                              "in dead code (search --neutral)")
+    parser.add_argument("--restart-every", type=int, default=0, metavar="N",
+                        help="evolution restarts its population every N children "
+                             "(search --restart-every; 0: never)")
+    parser.add_argument("--restart-from", choices=("seed", "best"), default="seed")
     parser.add_argument("--db", type=Path, default=None, help="keep the store here")
     args = parser.parse_args()
 
@@ -175,15 +191,18 @@ def main() -> None:
                                       population=args.population,
                                       tournament=args.tournament, seed=seed, tasks=tasks,
                                       strategy=strategy, ops=ops, parallel=8,
-                                      selection="fitness", neutral=args.neutral)
+                                      selection="fitness", neutral=args.neutral,
+                                      restart_every=args.restart_every,
+                                      restart_from=args.restart_from)
                 began = time.perf_counter()
                 run_ids[strategy, seed] = Search.start(store, config).run()
                 print(f"{strategy} seed {seed}: run {run_ids[strategy, seed]}, "
                       f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
         report = report_runs(store, args.target, list(run_ids.values()), None, [])
     print(f"\nbudget {args.budget}, population {args.population}, tournament "
-          f"{args.tournament}, ops {args.ops}{', neutral children kept' * args.neutral}; "
-          f"store {db}")
+          f"{args.tournament}, ops {args.ops}{', neutral children kept' * args.neutral}"
+          + (f", restarts every {args.restart_every} from the {args.restart_from}"
+             if args.restart_every else "") + f"; store {db}")
     print(f"{'strategy':10} {'seed':>4} {'run':>4} {'found':>5} {'birth':>6} "
           f"{'evaluated':>9} {'best':>6}  found as")
     found: dict[str, list[int]] = {"evolution": [], "random": []}

@@ -37,7 +37,14 @@ from ..programs.report import Description, describe
 from ..programs.space import get_space, with_article
 from ..store import Store, StoreError
 from .driver import Progress, Search, SearchConfig, SearchError, suite_key
-from .output_files import SQLITE_SIDE_FILES, OutputError, check_output, write_text
+from .evolution import RESTART_FROM
+from .output_files import (
+    SQLITE_SIDE_FILES,
+    OutputError,
+    check_output,
+    is_sqlite,
+    write_text,
+)
 from .pareto import pareto_front
 from .plots import plot_rediscovery, plot_run
 from .ranking import functionally_distinct
@@ -88,6 +95,18 @@ def db_option(func):
         help="SQLite database file.")(func)
 
 
+def restart_options(func):
+    func = click.option(
+        "--restart-from", type=click.Choice(RESTART_FROM), default="seed",
+        show_default=True, help="What a restart keeps: the seed program, or the best "
+                                "program so far.")(func)
+    return click.option(
+        "--restart-every", type=click.IntRange(min=0), default=0, show_default=True,
+        metavar="N", help="Every N children, empty the population but for the seed (or "
+                          "the best program so far) and go on from it, as the Lion search "
+                          "did to leave a region it had settled in (0: never).")(func)
+
+
 def neutral_option(func):
     return click.option(
         "--neutral", is_flag=True,
@@ -113,6 +132,10 @@ def open_for_runs(db_path: Path) -> Iterator[Store]:
     there before, that holds a run, or that another process has open (a search started
     beside this one, about to record its run) is never removed."""
     existed = db_path.exists()
+    folder = db_path.resolve().parent
+    if not existed and not folder.is_dir():  # a typo makes no folders
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"cannot create {db_path}: {db_path.parent} {why}")
     store = Store.open(db_path)
     try:
         yield store
@@ -150,10 +173,6 @@ def cli() -> None:
 
 
 # -- search ------------------------------------------------------------------------------
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
 
 def _items(value: str, option: str) -> list[str]:
     """A comma-separated option's items ([] for none). An empty item or one listed twice
@@ -251,6 +270,7 @@ def _op_list(family: str, spec: str) -> list[str]:
                    "('lion': the released Lion search space's 45 functions, without the "
                    "Lion-K maps), or comma-separated op names.")
 @neutral_option
+@restart_options
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster). "
                    "Part of what makes a run reproducible.")
@@ -267,9 +287,10 @@ def _op_list(family: str, spec: str) -> list[str]:
 @db_option
 def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
            tier: str, funnel: str, promote: int, strategy: str, start: str, selection: str | None,
-           max_seconds: float | None, op_spec: str, neutral: bool, parallel: int,
-           cpus_per_eval: float, gpus_per_eval: float | None, address: str | None,
-           quiet: bool, db_path: Path) -> None:
+           max_seconds: float | None, op_spec: str, neutral: bool, restart_every: int,
+           restart_from: str, parallel: int, cpus_per_eval: float,
+           gpus_per_eval: float | None, address: str | None, quiet: bool,
+           db_path: Path) -> None:
     """Run a search for FAMILY (optimizer or layer) from its seed program."""
     config = SearchConfig(family=family, budget=budget, population=population,
                           tournament=tournament, seed=seed, tasks=_items(tasks, "--tasks"),
@@ -278,11 +299,13 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
                           selection=selection or "", funnel=_funnel(funnel, tier),
                           promote=promote,
                           max_seconds=max_seconds, ops=_op_list(family, op_spec),
-                          neutral=neutral)
+                          neutral=neutral, restart_every=restart_every,
+                          restart_from=restart_from)
     try:
         config.validate()
     except ValueError as exc:
-        hint = "--funnel" if "funnel" in str(exc) else "--tasks"
+        hint = next((f"--{word}" for word in ("funnel", "restart-from") if word in str(exc)),
+                    "--tasks")
         raise click.BadParameter(str(exc), param_hint=hint) from None
     if tournament > population and strategy == "evolution":
         click.echo(f"note: --tournament {tournament} is larger than --population "
@@ -377,7 +400,7 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
 def _search_kind(run: dict) -> str:
     """The family, and what set the run's search apart: random search, an op subset, a
-    costlier tier than A, neutral children kept."""
+    costlier tier than A, neutral children kept, restarts."""
     config = run.get("config") or {}
     lines = [run["family"]]
     if config.get("tier", "A") != "A":
@@ -390,6 +413,9 @@ def _search_kind(run: dict) -> str:
         lines.append(f"ops: {named[ops]}" if ops in named else f"{len(ops)} ops")
     if config.get("neutral"):
         lines.append("neutral children")
+    if config.get("restart_every") and config.get("strategy") != "random":
+        lines.append(f"restarts every {config['restart_every']} from the "
+                     f"{config.get('restart_from', 'seed')}")
     return "\n".join(lines)
 
 
@@ -665,17 +691,32 @@ def lineage(individual_id: int, as_json: bool, db_path: Path) -> None:
 
 
 @cli.command()
+@click.argument("names", nargs=-1)
 @json_option
-def known(as_json: bool) -> None:
-    """The library of known programs (usable with `evoprog export NAME`)."""
+def known(names: tuple[str, ...], as_json: bool) -> None:
+    """The library of known programs (usable with `evoprog export NAME`); with NAMES,
+    those programs' text as a search writes them."""
+    library = {**KNOWN, **KNOWN_LAYERS}
+    unknown = [name for name in names if name not in library]
+    if unknown:
+        raise UserError(f"no known program {', '.join(unknown)} (known: "
+                        f"{', '.join(library)})")
+    chosen = [library[name] for name in names] or list(library.values())
     if as_json:
         print_json([{"name": k.name, "class": k.class_name, "family": k.family,
                      "hyperparameters": k.defaults, "description": k.description,
-                     "program": str(k.template_program())}
-                    for k in (*KNOWN.values(), *KNOWN_LAYERS.values())])
+                     "program": str(k.template_program())} for k in chosen])
+        return
+    if names:
+        for k in chosen:
+            values = ", ".join(f"{n}={v:g}" for n, v in k.defaults.items())
+            console.print(f"[bold]{k.name}[/bold] ({k.family}, {k.class_name}): "
+                          f"{k.description}" + (f"\n{values}" if values else "") + "\n",
+                          highlight=False)
+            console.print(str(k.template_program()) + "\n", highlight=False, markup=False)
         return
     table = Table("name", "family", "class", "hyperparameters", "description")
-    for k in (*KNOWN.values(), *KNOWN_LAYERS.values()):
+    for k in chosen:
         table.add_row(k.name, k.family, k.class_name,
                       ", ".join(f"{n}={v:g}" for n, v in k.defaults.items()), k.description)
     console.print(table)
@@ -686,7 +727,7 @@ def known(as_json: bool) -> None:
 @cli.command()
 @click.argument("target")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="Python file to write.")
+              required=True, help="Python file to write ('-': standard output).")
 @click.option("--name", "class_name", default=None, help="Class name in the file.")
 @click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
               show_default=True, help="Family of a program read from a file.")
@@ -699,7 +740,9 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     TARGET is an individual's id, a known program's name (see `evoprog known`), or a
     file holding program text (`-` for standard input; `--family layer` for a layer).
     """
-    check_output(output, db_path)
+    to_stdout = str(output) == "-"
+    if not to_stdout:
+        check_output(output, db_path)
     if class_name is not None:
         check_class_name(class_name)
     family, label, program, known_program, ind = _target(target, family, db_path)
@@ -720,6 +763,9 @@ def export(target: str, output: Path, class_name: str | None, family: str,
         click.echo(f"note: individual {ind['id']} was {ind['status']} in its search "
                    f"({ind['reason']}): the exported code runs its program, which may not "
                    "train", err=True)
+    if to_stdout:
+        click.echo(source, nl=False)
+        return
     write_text(output, source)
     click.echo(f"wrote {output}")
 
@@ -944,6 +990,7 @@ def _task_detail(task: str, r: dict) -> str:
                    "('lion': the released Lion search space's 45 functions, without the "
                    "Lion-K maps), or comma-separated op names.")
 @neutral_option
+@restart_options
 @click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
               help="Also run random search with the same budget, per seed.")
 @click.option("--compare-tier", type=click.Choice(["A", "B", "C", "none"]), default="B",
@@ -963,7 +1010,8 @@ def _task_detail(task: str, r: dict) -> str:
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
-               tier: str, tasks: str, op_spec: str, neutral: bool, random_baseline: bool,
+               tier: str, tasks: str, op_spec: str, neutral: bool, restart_every: int,
+               restart_from: str, random_baseline: bool,
                compare_tier: str, transfer_tiers: str,
                report_path: Path | None, plot_path: Path | None, run_ids: str | None,
                address: str | None, quiet: bool, db_path: Path) -> None:
@@ -983,6 +1031,9 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             raise click.BadParameter(f"unknown tier {t!r} (tiers: {', '.join(TIERS)}, or "
                                      "none)", param_hint="--transfer-tiers")
     if report_path is not None:
+        if report_path.suffix.lower() != ".json":
+            raise click.BadParameter(f"{report_path}: the report is JSON, so its file "
+                                     "needs the suffix .json", param_hint="--report")
         check_output(report_path, db_path)
     if plot_path is not None:
         check_output(plot_path, db_path, image=True)
@@ -994,7 +1045,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
         ("--report", report_path, None), ("--plot", plot_path, None)) if value != default)
     if run_ids is not None:
         try:
-            ids = [_record_id(part) for part in _split(run_ids)]
+            ids = [_record_id(part) for part in _items(run_ids, "--runs")]
         except ValueError:
             raise UserError(f"--runs takes run ids such as 1,2,3, got {run_ids!r}") from None
         if not ids or len(set(ids)) != len(ids):
@@ -1034,6 +1085,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                     max_seconds, population, tournament, parallel, search_tasks,
                     random_baseline, compare, tiers, address, on_progress=progress,
                     on_run=finished, ops=ops, tier=tier, neutral=neutral,
+                    restart_every=restart_every, restart_from=restart_from,
                     on_start=started.append,
                     on_step=lambda text: bar.update(task, description=text))
         except ValueError as exc:
@@ -1119,6 +1171,9 @@ def _print_rediscovery(report, db_path: Path) -> None:
 
 
 def _read_program_file(path: Path) -> str:
+    if is_sqlite(path):
+        raise UserError(f"cannot read {path} as program text: it is an SQLite database "
+                        "(pass it as --db, with an individual's id)")
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -28,7 +28,15 @@ import torch
 from ..programs.program import Program, format_program
 from ..programs.space import Space, get_space
 from ..store import Store
-from .evolution import AgingPopulation, Member, make_child, make_random
+from .evolution import (
+    RESTART_FROM,
+    AgingPopulation,
+    Member,
+    better,
+    make_child,
+    make_random,
+    restart_due,
+)
 from .ranking import distinct_functions, functionally_distinct
 from .workers import RETRYABLE, evaluate_remote, start_ray
 
@@ -66,7 +74,9 @@ class SearchConfig:
     and random programs to these ops of the family's space (empty: all of them).
     ``neutral`` keeps children that differ from their parent only in dead code (served
     by the cache at the parent's score) instead of mutating again, so dead code can
-    accumulate and a later mutation can bring it to life.
+    accumulate and a later mutation can bring it to life. ``restart_every`` births
+    (0: never), evolution empties its population but for the seed or, with
+    ``restart_from="best"``, the best program so far.
     """
 
     family: str = "optimizer"
@@ -87,6 +97,8 @@ class SearchConfig:
     max_seconds: float | None = None
     ops: list[str] = field(default_factory=list)
     neutral: bool = False
+    restart_every: int = 0
+    restart_from: str = "seed"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
@@ -110,6 +122,14 @@ class SearchConfig:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}")
         if self.start not in STARTS:
             raise ValueError(f"--start must be one of {', '.join(STARTS)}")
+        if self.restart_every < 0:
+            raise ValueError(f"--restart-every must be 0 (never) or more, got "
+                             f"{self.restart_every}")
+        if self.restart_from not in RESTART_FROM:
+            raise ValueError(f"--restart-from must be one of {', '.join(RESTART_FROM)}")
+        if self.restart_every and self.restart_from == "seed" and self.start != "seed":
+            raise ValueError("--restart-from seed needs a run that starts from the seed "
+                             "(--start seed); use --restart-from best")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"--time must be positive, got {self.max_seconds}")
         get_space(self.family).restricted(self.ops)  # ProgramError is a ValueError
@@ -129,6 +149,10 @@ class SearchConfig:
                 raise ValueError(f"funnel tiers must come after the search's tier "
                                  f"{self.tier} ({', '.join(later) or 'none is'}), "
                                  f"got {tier!r}")
+        if self.funnel != sorted(self.funnel, key=TIERS.index):
+            raise ValueError(f"funnel tiers go from cheaper to costlier ("
+                             f"{','.join(sorted(self.funnel, key=TIERS.index))}), got "
+                             f"{','.join(self.funnel)}")
         self.selection = self.selection or ("pareto" if self.family == "layer"
                                             else "fitness")
 
@@ -261,6 +285,8 @@ class Search:
         self.population = AgingPopulation(config.population, config.tournament,
                                            config.selection or "fitness")
         self.progress = Progress(budget=config.budget)
+        self.seed_member: Member | None = None  # what a restart from the seed keeps
+        self.best_member: Member | None = None  # what a restart from the best keeps
         self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
         self.pending: dict[int, Pending] = {}
         self.results: dict[int, Outcome] = {}
@@ -368,17 +394,26 @@ class Search:
     def _apply(self, birth: int) -> None:
         """Add a finished birth to the population and make the child it unlocks."""
         outcome = self.results[birth]
+        config = self.config
         if outcome.status == "ok":
-            program = self.pending[birth].program
-            self.population.add(Member(birth, outcome.individual_id, program, outcome.fitness,
-                                       dict(outcome.metrics.get("scores") or {})))
-        elif birth == 0 and self.config.start == "seed":
+            member = Member(birth, outcome.individual_id, self.pending[birth].program,
+                            outcome.fitness, dict(outcome.metrics.get("scores") or {}))
+            self.population.add(member)
+            if birth == 0 and config.start == "seed":
+                self.seed_member = member
+            if better(member, self.best_member):
+                self.best_member = member
+        elif birth == 0 and config.start == "seed":
             raise SearchError(f"the seed program was {outcome.status}: {outcome.reason}")
+        if config.strategy == "evolution" and restart_due(birth, config.restart_every):
+            kept = self.seed_member if config.restart_from == "seed" else self.best_member
+            if kept is not None:
+                self.population.restart(kept)
         del self.pending[birth]
-        parallel = self.config.parallel
+        parallel = config.parallel
         unlocked = range(1, parallel + 1) if birth == 0 else [birth + parallel]
         for child_birth in unlocked:
-            if child_birth < self.config.budget:
+            if child_birth < config.budget:
                 self._offer(self._make(child_birth))
 
     def _offer(self, item: Pending) -> None:

@@ -18,6 +18,7 @@ from ..programs.space import Space
 from .pareto import pareto_tournament
 
 SELECTIONS = ("fitness", "pareto")
+RESTART_FROM = ("seed", "best")
 RANDOM_LENGTHS = (3, 12)
 """Length range of random programs (the Lion and EvoNorm programs have 4-10 lines)."""
 
@@ -78,6 +79,23 @@ class AgingPopulation:
     def best(self) -> Member | None:
         return max(self.members, key=lambda m: _score(m.fitness), default=None)
 
+    def restart(self, member: Member) -> None:
+        """Empty the population but for ``member``: the search goes on from it alone."""
+        self.members.clear()
+        self.members.append(member)
+
+
+def restart_due(birth: int, every: int) -> bool:
+    """Whether the population restarts once birth ``birth`` has joined it: after every
+    ``every`` births (0: never). The Lion search restarted from the seed or from the best
+    program so far, so that a search leaves a region its population has settled in."""
+    return every > 0 and birth > 0 and birth % every == 0
+
+
+def better(member: Member, than: Member | None) -> bool:
+    """Whether ``member`` beats the best so far ``than`` (the earlier one keeps a tie)."""
+    return than is None or _score(member.fitness) > _score(than.fitness)
+
 
 def _score(fitness: float | None) -> float:
     return -math.inf if fitness is None or math.isnan(fitness) else fitness
@@ -99,17 +117,18 @@ def make_child(population: AgingPopulation, space: Space, run_seed: int,
     ``neutral`` keeps children that differ from the parent only in dead code. Raises
     MutationFailed only when ``PARENT_ATTEMPTS`` tournaments in a row drew parents
     that no mutation could change."""
-    for attempt in range(PARENT_ATTEMPTS):
+    for attempt in range(PARENT_ATTEMPTS - 1):
         rng = child_rng(run_seed, birth, attempt)
         parent = population.select(rng)
         try:
             child, mutation = mutate(parent.program, space, rng, neutral=neutral)
         except MutationFailed:
-            if attempt + 1 < PARENT_ATTEMPTS:
-                continue
-            raise
+            continue
         return parent, child, mutation
-    raise ValueError("PARENT_ATTEMPTS must be positive")
+    rng = child_rng(run_seed, birth, PARENT_ATTEMPTS - 1)  # the last try may raise
+    parent = population.select(rng)
+    child, mutation = mutate(parent.program, space, rng, neutral=neutral)
+    return parent, child, mutation
 
 
 def make_random(space: Space, run_seed: int, birth: int) -> Program:

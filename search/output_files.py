@@ -21,7 +21,7 @@ class OutputError(Exception):
     """An output file that cannot or must not be written."""
 
 
-def _is_sqlite(path: Path) -> bool:
+def is_sqlite(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
@@ -38,13 +38,13 @@ def check_output(path: Path, db_path: Path | None = None, image: bool = False) -
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
     if db_path is not None and path.resolve() == Path(db_path).resolve():
         raise OutputError(f"will not write over {path}: it is the database (--db)")
-    if path.is_file() and _is_sqlite(path):
+    if path.is_file() and is_sqlite(path):
         raise OutputError(f"will not write over {path}: it is an SQLite database")
     for side in SQLITE_SIDE_FILES:
         if not path.name.endswith(side) or path.name == side:
             continue
         owner = path.with_name(path.name[:-len(side)])
-        if _is_sqlite(owner) or (db_path is not None
+        if is_sqlite(owner) or (db_path is not None
                                  and owner.resolve() == Path(db_path).resolve()):
             raise OutputError(f"will not write over {path}: it is part of the SQLite "
                               f"database {owner}")

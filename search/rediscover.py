@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +21,11 @@ from typing import Any
 from ..evaluators.suite import evaluate_suite
 from ..programs.known import get_known
 from ..programs.program import Program, parse_program
-from ..programs.space import get_space
+from ..programs.recognize import AVERAGING_CONSTANTS, Recognition
+from ..programs.space import Space, get_space
 from ..store import Store
 from .driver import Progress, Search, SearchConfig
+from .evolution import restart_due
 from .ranking import distinct_functions
 
 TOP = 10
@@ -118,7 +120,6 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     space = get_space(run["family"])
     individuals = store.individuals(run_id)
     started = _time(run["created"])
-    population: deque[dict] = deque()
     recognized: dict[str, str | None] = {}  # program hash -> known name or None
     fingerprints: dict[str, str] = {}  # program hash -> functional fingerprint
     generated = evaluated = 0
@@ -126,7 +127,7 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     curve: list[tuple[int, float]] = []
     report = RunReport(run_id, config.seed, config.strategy, len(individuals), 0, 0,
                        0.0, None, status=run["status"], budget=config.budget)
-    for ind in individuals:
+    for ind, population in population_replay(individuals, config):
         generated += 1 + int(ind.get("discarded_invalid") or 0) + \
             int(ind.get("discarded_same") or 0)
         evaluated += not ind["cache_hit"]
@@ -135,34 +136,72 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
         if ind["fitness"] > best:
             best = ind["fitness"]
             curve.append((evaluated, best))
-        population.append(ind)
-        while len(population) > config.population:
-            population.popleft()
-        if report.found:
-            continue
-        ranked = sorted(population, key=lambda m: (-m["fitness"], m["birth"]))
-        for member in distinct_functions(ranked, top, space, fingerprints):
-            key = member["program_hash"]
-            if key not in recognized:
-                match = space.recognize(parse_program(member["text"]))
-                recognized[key] = str(match) if match and match.name in target.names \
-                    else None
-            if recognized[key]:
-                report.found, report.found_as = True, recognized[key]
-                report.individual_id, report.birth = member["id"], ind["birth"]
-                report.generated_by_then, report.evaluated_by_then = generated, evaluated
-                report.seconds_by_then = (_time(ind["created"]) - started).total_seconds()
-                report.fitness = member["fitness"]
-                report.pruned = member["pruned_text"]
-                report.lineage = [r["mutation"] or "(seed)"
-                                  for r in store.lineage(member["id"])]
-                break
+        member = None if report.found else _target_in_top(
+            population, top, space, target, recognized, fingerprints)
+        if member is not None:
+            report.found, report.found_as = True, recognized[member["program_hash"]]
+            report.individual_id, report.birth = member["id"], ind["birth"]
+            report.generated_by_then, report.evaluated_by_then = generated, evaluated
+            report.seconds_by_then = (_time(ind["created"]) - started).total_seconds()
+            report.fitness = member["fitness"]
+            report.pruned = member["pruned_text"]
+            report.lineage = [r["mutation"] or "(seed)" for r in store.lineage(member["id"])]
     report.generated, report.evaluated = generated, evaluated
     report.best_fitness = None if best == -math.inf else best
     if individuals:
         report.seconds = (_time(individuals[-1]["created"]) - started).total_seconds()
     report.curve = curve
     return report
+
+
+def is_target(match: Recognition | None, target: Target) -> bool:
+    """Whether a recognized program counts as the target: one of its known programs,
+    with every average proper (each beta strictly between 0 and 1). At the ends Lion is
+    something else: signSGD or signum (beta1 0 or 1), or a memory of one gradient
+    (beta2 0)."""
+    return match is not None and match.name in target.names and all(
+        0.0 < value < 1.0 for name, value in match.constants.items()
+        if name in AVERAGING_CONSTANTS)
+
+
+def population_replay(individuals: Sequence[dict], config: SearchConfig
+                      ) -> Iterator[tuple[dict, deque[dict]]]:
+    """Each recorded individual (in birth order) with the aging population as the search
+    held it once that birth had joined: the ok ones join, the oldest die past the
+    population size, and restarts keep the seed's or the best row, as in the search."""
+    population: deque[dict] = deque()
+    kept: dict[str, dict] = {}  # what a restart keeps: the seed's row, the best row
+    restart_every = config.restart_every if config.strategy == "evolution" else 0
+    for ind in individuals:
+        if ind["status"] == "ok" and ind["fitness"] is not None:
+            if ind["birth"] == 0 and config.start == "seed":
+                kept["seed"] = ind
+            if "best" not in kept or ind["fitness"] > kept["best"]["fitness"]:
+                kept["best"] = ind
+            population.append(ind)
+            while len(population) > config.population:
+                population.popleft()
+        yield ind, population
+        if restart_due(ind["birth"], restart_every) and config.restart_from in kept:
+            population.clear()
+            population.append(kept[config.restart_from])
+
+
+def _target_in_top(population: deque[dict], top: int, space: Space, target: Target,
+                   recognized: dict[str, str | None],
+                   fingerprints: dict[str, str]) -> dict | None:
+    """The best of the population's ``top`` best distinct programs that the analysis
+    recognizes as the target family, if any; ``recognized`` caches the analysis by
+    program hash (the known name, or None)."""
+    ranked = sorted(population, key=lambda m: (-m["fitness"], m["birth"]))
+    for member in distinct_functions(ranked, top, space, fingerprints):
+        key = member["program_hash"]
+        if key not in recognized:
+            match = space.recognize(parse_program(member["text"]))
+            recognized[key] = str(match) if is_target(match, target) else None
+        if recognized[key]:
+            return member
+    return None
 
 
 def _fitness(program: Program, tasks: Sequence[str], tier: str) -> float | None:
@@ -183,13 +222,15 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                on_progress: Callable[[str, Progress], None] | None = None,
                on_run: Callable[[RunReport], None] | None = None,
                ops: Sequence[str] = (), tier: str = "A", neutral: bool = False,
+               restart_every: int = 0, restart_from: str = "seed",
                on_start: Callable[[int], None] | None = None,
                on_step: Callable[[str], None] | None = None) -> Report:
     """Run the searches, analyse them, compare and transfer; everything is recorded in
     ``store`` (one run per seed and strategy), so ``report_runs`` can rebuild the report
     later from the run ids alone. ``ops`` limits the space (empty: all its ops);
-    ``tier`` is the tier the searches score candidates at; ``neutral`` is the search's
-    option of that name (evolution keeps dead-code-only children). ``on_start`` gets
+    ``tier`` is the tier the searches score candidates at; ``neutral``,
+    ``restart_every`` and ``restart_from`` are the evolution runs' options of those
+    names. ``on_start`` gets
     each run's id as it is created, so an interrupted study can say what it recorded;
     ``on_step`` is as in ``report_runs``."""
     target = TARGETS[name]
@@ -202,7 +243,9 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                                   tournament=tournament, seed=seed, tasks=tasks,
                                   tier=tier, parallel=parallel, strategy=strategy,
                                   max_seconds=max_seconds, ops=list(ops),
-                                  neutral=neutral and strategy == "evolution")
+                                  neutral=neutral and strategy == "evolution",
+                                  restart_every=restart_every if strategy == "evolution"
+                                  else 0, restart_from=restart_from)
             label = f"{strategy} seed {seed}"
             search = Search.start(store, config, address, on_progress=(
                 (lambda p, label=label: on_progress(label, p)) if on_progress else None))
@@ -258,6 +301,7 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
               "population": first.population, "tournament": first.tournament,
               "tasks": list(first.tasks), "tier": first.tier,
               "ops": list(first.ops) or "all", "neutral": first.neutral,
+              "restart_every": first.restart_every, "restart_from": first.restart_from,
               "compare_tier": compare_tier,
               "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
@@ -285,12 +329,14 @@ def _transfer(store: Store, target: Target, reports: list[RunReport],
     for name in target.references:
         programs[name] = get_known(name).program()
     rows = []
+    total, done = len(programs) * len(target.transfer_tasks) * len(tiers), 0
     for label, program in programs.items():
         row: dict[str, Any] = {"program": label}
         for task in target.transfer_tasks:
             for tier in tiers:
                 key = f"{task}@{tier}"
-                step(f"held-out task {key}: {label}")
+                done += 1
+                step(f"held-out training {done} of {total}, {key}: {label}")
                 row[key], why = _scored(program, [task], tier)
                 if why:  # e.g. the time limit, when the machine is busy
                     row.setdefault("not_scored", {})[key] = why

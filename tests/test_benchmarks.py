@@ -50,18 +50,36 @@ def test_analysis_surrogate():
     assert 0 < figure(out, "served_without_training") < 1
 
 
-def test_reachability_both_targets_with_neutral_children(tmp_path):
+def test_reachability_both_targets_with_neutral_children_and_restarts(tmp_path):
     for target in ("lion", "evonorm"):
         out = run_benchmark("reachability.py", "--target", target, "--seeds", "1",
                             "--budget", "150", "--population", "8", "--tournament", "3",
-                            "--neutral", "--db", str(tmp_path / f"{target}.db"))
+                            "--neutral", "--restart-every", "60", "--restart-from", "best",
+                            "--db", str(tmp_path / f"{target}.db"))
         assert f"agreement with {target}" in out and "neutral children kept" in out
+        assert "restarts every 60 from the best" in out
         rows = re.findall(r"^(evolution|random) +0 +\d+ +(yes|no) .* ([0-9.]+) +\S+$", out,
                           flags=re.MULTILINE)
         assert [row[0] for row in rows] == ["evolution", "random"], out
         assert all(0 < float(row[2]) <= 1 for row in rows)
         for strategy in ("evolution", "random"):
             assert re.search(rf"^{strategy}_found: [01] of 1", out, flags=re.MULTILINE)
+
+
+def test_lion_agreement_sees_the_learning_rate():
+    """Lion at any constant learning rate agrees fully; Lion that ignores its decaying
+    ``lr`` input does not, so the reachability fitness pulls towards reading it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reachability",
+                                                  BENCHMARKS / "reachability.py")
+    reachability = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reachability)
+    lion = "c = interp(g, m, 0.9)\nu = sign(c)\nupdate = u * {}\nm = interp(g, m, 0.99)"
+    assert reachability.agreement(lion.format("lr")) == pytest.approx(1.0)
+    halved = lion.format("lr").replace("u * lr", "u * lr\nupdate = update * 0.5")
+    assert reachability.agreement(halved) == pytest.approx(1.0)
+    assert reachability.agreement(lion.format("0.01")) < 0.9
 
 
 def test_throughput_one_thread_and_whole_machine():

@@ -153,6 +153,12 @@ def test_known_lists_library():
     assert {"sgd", "momentum", "rmsprop", "adam", "adamw", "adamw_paper", "lion", "signsgd",
             "signum"} <= names
     assert "Lion" in invoke("known").output
+    shown = invoke("known", "lion", "evonorm_s0")
+    assert shown.exit_code == 0, shown.output
+    assert "c = interp(g, m, beta1)" in shown.output and "update = sign(c)" in shown.output
+    assert "beta1=0.9" in shown.output and "sigmoid" in shown.output
+    assert [k["name"] for k in json.loads(invoke("known", "lion", "--json").output)] == ["lion"]
+    assert_clean_error(invoke("known", "lino"), "no known program lino")
 
 
 def load_module(path):
@@ -389,9 +395,10 @@ def test_output_files_are_checked_first_and_a_database_is_never_overwritten(sear
                               db), "image file")
     assert_clean_error(invoke("rediscover", "lion", "--transfer-tiers", "A,Z", "--db", db),
                        "unknown tier 'Z'")
-    for runs in (",", "1,1"):
+    for runs, message in ((",", "empty item"), ("1,1", "listed twice"),
+                          ("1,01", "distinct run ids")):
         assert_clean_error(invoke("rediscover", "lion", "--runs", runs, "--db", db),
-                           "distinct run ids")
+                           message)
     for name in ("1bad", "class", "torch", "_hidden"):
         assert_clean_error(invoke("export", "lion", "-o", tmp_path / "x.py", "--name", name),
                            "cannot name a class")
@@ -406,6 +413,10 @@ def test_unreadable_and_missing_program_files(tmp_path):
     for command in (["analyze", binary], ["export", binary, "-o", tmp_path / "x.py"],
                     ["evaluate", binary]):
         assert_clean_error(invoke(*command), "not a UTF-8 text file")
+    database = tmp_path / "runs.db"
+    Store.open(database).close()
+    for command in (["analyze", database], ["export", database, "-o", tmp_path / "x.py"]):
+        assert_clean_error(invoke(*command), "it is an SQLite database")
     assert_clean_error(invoke("export", tmp_path / "nope.txt", "-o", tmp_path / "x.py"),
                        "no file", "nope.txt")
 
@@ -455,7 +466,7 @@ def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
     blocker = tmp_path / "a_file.txt"
     blocker.write_text("not a folder")
     assert_clean_error(invoke("search", "optimizer", "--budget", "3", "--db",
-                              blocker / "x.db"), "cannot be made")
+                              blocker / "x.db"), "a_file.txt is not a folder")
     Store.open(tmp_path / "t.db").close()
     assert_clean_error(invoke("show", "99999999999999999999", "--db", tmp_path / "t.db"),
                        "INDIVIDUAL_ID")
@@ -463,13 +474,19 @@ def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
                               "--db", tmp_path / "t.db"), "is no id of a run or individual")
 
 
-def test_search_neutral_is_recorded_with_the_run(searched, tmp_path):
+def test_search_neutral_and_restarts_are_recorded_with_the_run(searched, tmp_path):
     db = tmp_path / "neutral.db"
-    result = invoke("search", "optimizer", "--budget", "3", "--neutral", "--quiet", "--db", db)
+    result = invoke("search", "optimizer", "--budget", "3", "--neutral", "--restart-every",
+                    "2", "--restart-from", "best", "--quiet", "--db", db)
     assert result.exit_code == 0, result.output
     (run,) = json.loads(invoke("runs", "--json", "--db", db).output)
     assert run["config"]["neutral"] is True
-    assert "neutral children" in invoke("runs", "--db", db).output
+    assert (run["config"]["restart_every"], run["config"]["restart_from"]) == (2, "best")
+    listed = invoke("runs", "--db", db).output
+    assert "neutral children" in listed and "restarts every 2 from the best" in listed
+    refused = invoke("search", "optimizer", "--start", "random", "--restart-every", "2",
+                     "--db", db)
+    assert_clean_error(refused, "--restart-from seed needs a run that starts from the seed")
 
 
 def test_a_tournament_larger_than_the_population_is_noted(searched, tmp_path):
@@ -482,7 +499,8 @@ def test_a_tournament_larger_than_the_population_is_noted(searched, tmp_path):
 def test_invalid_option_values(tmp_path):
     db = tmp_path / "fresh.db"
     for args in (["--budget", "0"], ["--population", "-3"], ["--tournament", "x"],
-                 ["--task", "imagenet"], ["--ops", "lion,foo"], ["--ops", "sign,mul"]):
+                 ["--task", "imagenet"], ["--ops", "lion,foo"], ["--ops", "sign,mul"],
+                 ["--restart-every", "-1"], ["--restart-from", "worst"]):
         result = invoke("search", "optimizer", *args, "--db", db)
         assert_clean_error(result)
         assert "Invalid value" in result.output
@@ -719,3 +737,31 @@ def test_ctrl_c_before_the_search_loop_marks_the_run_interrupted(tmp_path, ray_l
     assert "Interrupted. Continue with: evoprog resume 1" in result.output
     with Store.open(db, create=False) as store:
         assert store.run(1)["status"] == "interrupted"
+
+
+def test_export_to_standard_output_and_output_names_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("export", "lion", "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith('"""Lion') and "class Lion" in result.stdout
+    assert "wrote" not in result.stdout and not (tmp_path / "-").exists()
+    namespace: dict = {}
+    exec(compile(result.stdout, "lion.py", "exec"), namespace)  # the file runs as it is
+    assert issubclass(namespace["Lion"], torch.optim.Optimizer)
+    assert_clean_error(invoke("rediscover", "lion", "--report", "r.png", "--db", "r.db"),
+                       "needs the suffix .json")
+    assert_clean_error(invoke("search", "optimizer", "--budget", "2", "--db",
+                              tmp_path / "typo" / "r.db"), "typo does not exist")
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "r.db").exists()
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line():
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "evoprog", "--help"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # torch and Ray take longer than this to import
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err, out) == (130, "Interrupted.\n", "")

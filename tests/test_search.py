@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from evoprog.programs.mutation import MutationFailed
 from evoprog.programs.space import OptimizerSpace
 from evoprog.search.driver import Search, SearchConfig
 from evoprog.search.evolution import AgingPopulation, Member, make_child
@@ -43,6 +44,21 @@ def test_make_child_is_deterministic_per_seed_and_birth():
     assert a[1] == b[1] and a[2] == b[2]
     assert OptimizerSpace.invalid_reason(a[1]) is None
     assert (a[1], a[2]) != (c[1], c[2])
+
+
+def test_make_child_tries_other_parents_then_gives_up():
+    # One unary op and one instruction: the seed cannot change, `tanh(g)` can.
+    tiny = dataclasses.replace(OptimizerSpace, ops=("sign", "tanh"), max_length=1,
+                               seed_text="update = sign(g)")
+    stuck = tiny.parse("update = sign(g)")
+    frozen = dataclasses.replace(tiny, ops=("sign",))
+    population = AgingPopulation(size=5, tournament=1)
+    population.add(Member(0, 0, stuck, 0.5))
+    with pytest.raises(MutationFailed):
+        make_child(population, frozen, run_seed=0, birth=1)
+    population.add(Member(1, 1, tiny.parse("update = tanh(g)"), 0.4))
+    parent, child, _ = make_child(population, frozen, run_seed=0, birth=1)
+    assert parent.birth == 1 and child == stuck
 
 
 def run_search(tmp_path, name, **options):

@@ -14,13 +14,65 @@ from evoprog.programs.program import ProgramError, format_program, parse_program
 from evoprog.programs.space import OptimizerSpace
 from evoprog.search.driver import Search, SearchConfig
 from evoprog.search.evolution import AgingPopulation, Member, make_random
-from evoprog.search.rediscover import TARGETS, analyze_run
+from evoprog.search.rediscover import TARGETS, analyze_run, population_replay
 from evoprog.store import Store
 
 
 def small(**options):
     return SearchConfig(**{"budget": 6, "population": 4, "tournament": 2, "parallel": 2,
                            **options})
+
+
+def test_restarts_keep_the_seed_or_the_best_and_replay(tmp_path, ray_local, monkeypatch):
+    """Every ``restart_every`` births the population is emptied but for the seed (or the
+    best so far): the child made next descends from it. A stopped run resumes to the
+    same individuals, and the analysis's replay holds the population the search held."""
+    every, budget = 5, 13
+    with Store.open(tmp_path / "r.db") as store:
+        for kept in ("seed", "best"):
+            config = dict(budget=budget, population=6, restart_every=every,
+                          restart_from=kept)
+            search = Search.start(store, small(**config))
+            rows = store.individuals(search.run())
+            by_id = {row["id"]: row for row in rows}
+            births = [m.birth for m in search.population.members]
+            *_, (_, replayed) = population_replay(rows, search.config)
+            assert [row["birth"] for row in replayed] == births
+            for restart in range(every, budget - 2, every):
+                # parallel 2: birth restart + 2 is made as soon as the restart is applied
+                parent = by_id[rows[restart + 2]["parent_id"]]
+                done = [row for row in rows[:restart + 1] if row["status"] == "ok"]
+                want = done[0] if kept == "seed" else max(done, key=lambda r: r["fitness"])
+                assert parent["birth"] == want["birth"], (kept, restart)
+            replay = dict((ind["birth"], list(pop)) for ind, pop in
+                          population_replay(rows, search.config))
+            assert len(replay[every + 1]) <= 2  # what was kept, then birth every + 1
+    # Stopped half way, then resumed: the same run.
+    with Store.open(tmp_path / "stopped.db") as store:
+        stopped = Search.start(store, small(**config, max_seconds=3600))
+        with monkeypatch.context() as patch:
+            patch.setattr(Search, "_out_of_time", lambda self: self.progress.done >= 8)
+            stopped.run()
+        assert store.run(stopped.run_id)["status"] == "stopped"
+        assert len(store.individuals(stopped.run_id)) < budget
+        Search.resume(store, stopped.run_id).run()
+        assert summary(store.individuals(stopped.run_id)) == summary(rows)
+
+
+def summary(rows):
+    birth_of = {row["id"]: row["birth"] for row in rows}
+    return [(row["birth"], row["program_hash"], row["fitness"], birth_of.get(row["parent_id"]),
+             row["mutation"]) for row in rows]
+
+
+def test_config_checks_restarts():
+    with pytest.raises(ValueError, match="--restart-every must be 0"):
+        small(restart_every=-1).validate()
+    with pytest.raises(ValueError, match="--restart-from must be one of"):
+        small(restart_every=3, restart_from="worst").validate()
+    with pytest.raises(ValueError, match="needs a run that starts from the seed"):
+        small(restart_every=3, start="random").validate()
+    small(restart_every=3, start="random", restart_from="best").validate()
 
 
 def test_config_checks_tasks_against_the_family():
@@ -34,6 +86,8 @@ def test_config_checks_tasks_against_the_family():
         small(tier="B", funnel=["B", "C"]).validate()
     with pytest.raises(ValueError, match="--tier must be one of"):
         small(tier="D").validate()
+    with pytest.raises(ValueError, match=r"cheaper to costlier \(B,C\), got C,B"):
+        small(funnel=["C", "B"]).validate()
     small(tier="B", funnel=["C"]).validate()
     layer = small(family="layer")
     layer.validate()
@@ -344,6 +398,27 @@ def test_rediscovery_report_finds_lion_entering_the_top(tmp_path):
     assert [fitness for _, fitness in report.curve] == sorted(f for _, f in report.curve)
 
 
+def test_lion_counts_as_found_only_with_proper_averages():
+    """Lion at the ends of its betas is another rule: such a match is not a rediscovery.
+    This program (from a reachability run) matches Lion with beta2 = 0 on the
+    recognizer's probes: its momentum is the last gradient, clipped."""
+    from evoprog.search.rediscover import is_target
+
+    lion, evonorm = TARGETS["lion"], TARGETS["evonorm"]
+    one_step = OptimizerSpace.parse("m = interp(g, m, 0.1673)\nsqrt_v = sqrt(v)\n"
+                                    "update = m / sqrt_v\nm = clip(g, update)\n"
+                                    "wd = lr / 1.274\nupdate = clip(update, wd)")
+    match = OptimizerSpace.recognize(one_step)
+    assert match.name == "lion" and match.constants["beta2"] == 0.0
+    assert not is_target(match, lion)
+    proper = get_known("lion").program(beta1=0.85, beta2=0.98, lr=3e-4)
+    assert is_target(OptimizerSpace.recognize(proper), lion)
+    assert not is_target(OptimizerSpace.recognize(proper), evonorm)
+    assert not is_target(OptimizerSpace.recognize(get_known("signum").program()), lion)
+    assert is_target(LayerSpace.recognize(get_known("evonorm_s0").program()), evonorm)
+    assert not is_target(None, lion)
+
+
 def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
     """Held-out scores that did not train to the end keep their reason in the report."""
     import evoprog.search.rediscover as rediscover
@@ -366,7 +441,8 @@ def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
     evolved, *references = report.transfer
     # a progress display is told each step before it runs, in order
     assert steps == [f"analysing run {run_id}"] + [
-        f"held-out task digits_mlp@A: {row['program']}" for row in report.transfer]
+        f"held-out training {k} of 4, digits_mlp@A: {row['program']}"
+        for k, row in enumerate(report.transfer, 1)]
     assert evolved["digits_mlp@A"] is None  # the best evolved program is the seed here
     assert evolved["not_scored"] == {"digits_mlp@A": "rejected: time limit: 15 s"}
     assert [row["program"] for row in references] == ["adamw_paper", "adamw", "lion"]
