@@ -30,6 +30,7 @@ from ..programs.program import Program
 from .data import Split, digits
 from .device import device
 from .layer_models import ARCHITECTURES
+from .progress import report_step
 from .result import EvalResult
 from .tasks import Task
 
@@ -191,6 +192,7 @@ class LayerTask(Task):
                 if acc < s.min_accuracy:
                     raise _Reject(f"quality: {arch} validation accuracy {acc:.3f} < "
                                   f"{s.min_accuracy:g} after {step} steps")
+            report_step(step, s.steps)
             if s.time_limit is not None and time.perf_counter() - start > s.time_limit:
                 raise _Reject(f"time limit: {s.time_limit:g} s exceeded ({arch}, step {step})")
         # A quality check at the last step already measured the final accuracy.

@@ -45,6 +45,7 @@ from ..programs.program import Program
 from ..programs.space import OptimizerSpace
 from .data import Split
 from .device import device as default_device
+from .progress import report_step
 from .result import EvalResult
 
 MAX_REASON_CHARS = 500
@@ -355,6 +356,7 @@ class _Run:
             if any(verdicts):
                 self._check_rows(verdicts, step)
             self.metrics["steps"] = step
+            report_step(step, self.steps)
             if self.deadline is not None and time.perf_counter() > self.deadline:
                 raise _Stop("rejected", "time limit", step)
             if step == filters.progress_step:

@@ -14,7 +14,8 @@ import shlex
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..evaluators import DEFAULT_TASKS, TIERS, machine
+from ..evaluators.progress import watching
 from ..programs.export import (
     check_class_name,
     export_known,
@@ -155,6 +157,25 @@ def _open_elsewhere(db_path: Path) -> bool:
     closing ours: SQLite deletes the write-ahead log when its last connection closes,
     and only then. Removing the file under another process would lose all it writes."""
     return Path(f"{db_path}-wal").exists()
+
+
+class StepLine:
+    """A progress line that a command's steps set ("held-out training 2 of 8, ...") and
+    the training loop extends (", step 300 of 1500"), redrawn at most four times a
+    second: an evaluation at tier C trains for minutes."""
+
+    def __init__(self, update: Callable[[str], None]):
+        self.update, self.text, self.shown = update, "", 0.0
+
+    def step(self, text: str) -> None:
+        self.text = text
+        self.update(text)
+
+    def training(self, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if self.text and (now - self.shown >= 0.25 or step == steps):
+            self.shown = now
+            self.update(f"{self.text}, step {step} of {steps}")
 
 
 def print_json(value: Any) -> None:
@@ -655,15 +676,16 @@ def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=RECORD_ID)
+@click.argument("run_id", type=RECORD_ID, required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Image file to write (.png, .svg, .pdf).")
 @db_option
-def plot(run_id: int, output: Path, db_path: Path) -> None:
+def plot(run_id: int | None, output: Path, db_path: Path) -> None:
     """Fitness against birth order: best so far, population median, rejections, and the
-    known programs found along the way."""
+    known programs found along the way (default: the latest run)."""
     check_output(output, db_path, image=True)
     with open_existing(db_path) as store:
+        run_id = _run_or_latest(store, run_id)
         run = store.run(run_id)
         individuals = store.individuals(run_id)
     if not individuals:
@@ -780,6 +802,9 @@ def _target(target: str, family: str, db_path: Path,
             ind = _with_evaluations(store, store.individual(_record_id(target)))
         return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
+        if target in KNOWN or target in KNOWN_LAYERS:
+            click.echo(f"note: {target} is a file here and the name of a known program: "
+                       f"reading the file (as ./{target} would)", err=True)
         text = click.get_text_stream("stdin").read() if target == "-" else \
             _read_program_file(Path(target))
         return family, target, get_space(family).parse(text), None, None
@@ -901,8 +926,11 @@ def _evaluated(program_family: str, label: str, program: Program, names: list[st
     """One row of ``evaluate``'s output: the program trained on ``names`` at ``tier``."""
     from ..evaluators.suite import evaluate_suite
 
-    with err_console.status(f"{label}: training on {', '.join(names)} (tier {tier})"):
-        result, records = evaluate_suite(program, names, tier, **overrides)
+    with err_console.status("") as status:
+        line = StepLine(status.update)
+        line.step(f"{label}: training on {', '.join(names)} (tier {tier})")
+        with watching(line.training):
+            result, records = evaluate_suite(program, names, tier, **overrides)
     per_task = {r["task"]: {"status": r["status"], "reason": r["reason"],
                             "fitness": r["fitness"],
                             "metric": r["metrics"].get("metric"),
@@ -1052,9 +1080,11 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
             raise UserError(f"--runs takes distinct run ids such as 1,2,3, got {run_ids!r}")
         with open_existing(db_path) as store, \
                 err_console.status("reporting", spinner="dots") as status:
+            line = StepLine(status.update)
             try:
-                report = report_runs(store, target, ids, compare, tiers,
-                                     on_step=lambda text: status.update(text))
+                with watching(line.training):
+                    report = report_runs(store, target, ids, compare, tiers,
+                                         on_step=line.step)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
             except KeyboardInterrupt as exc:
@@ -1079,15 +1109,15 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     started: list[int] = []  # the runs this study recorded, in order
     with open_for_runs(db_path) as store:
         try:
-            with bar:
+            line = StepLine(lambda text: bar.update(task, description=text))
+            with bar, watching(line.training):
                 report = run_rediscovery(
                     store, target, range(first_seed, first_seed + seeds), budget,
                     max_seconds, population, tournament, parallel, search_tasks,
                     random_baseline, compare, tiers, address, on_progress=progress,
                     on_run=finished, ops=ops, tier=tier, neutral=neutral,
                     restart_every=restart_every, restart_from=restart_from,
-                    on_start=started.append,
-                    on_step=lambda text: bar.update(task, description=text))
+                    on_start=started.append, on_step=line.step)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:

@@ -753,6 +753,10 @@ def test_export_to_standard_output_and_output_names_checked(tmp_path, monkeypatc
     assert_clean_error(invoke("search", "optimizer", "--budget", "2", "--db",
                               tmp_path / "typo" / "r.db"), "typo does not exist")
     assert not (tmp_path / "typo").exists() and not (tmp_path / "r.db").exists()
+    (tmp_path / "lion").write_text("update = sign(g)\nupdate = update * lr\n")
+    mine = invoke("export", "lion", "-o", "-")  # a file named as a known program
+    assert "class EvolvedOptimizer" in mine.stdout
+    assert "lion is a file here and the name of a known program" in mine.stderr
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line():
@@ -765,3 +769,20 @@ def test_ctrl_c_while_the_command_loads_is_one_line():
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err, out) == (130, "Interrupted.\n", "")
+
+
+def test_the_step_line_adds_the_training_step_at_most_four_times_a_second(monkeypatch):
+    from evoprog.search import cli as cli_module
+
+    shown: list[str] = []
+    clock = iter([10.0, 10.1, 10.2, 10.36, 10.4, 10.45])
+    monkeypatch.setattr(cli_module.time, "monotonic", lambda: next(clock))
+    line = cli_module.StepLine(shown.append)
+    line.training(1, 5)  # no text yet: nothing to extend
+    line.step("lion: training on digits_mlp (tier C)")
+    for step in range(1, 6):
+        line.training(step, 5)
+    assert shown == ["lion: training on digits_mlp (tier C)",
+                     "lion: training on digits_mlp (tier C), step 1 of 5",  # 10.1
+                     "lion: training on digits_mlp (tier C), step 3 of 5",  # 0.26 s later
+                     "lion: training on digits_mlp (tier C), step 5 of 5"]  # the last

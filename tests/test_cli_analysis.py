@@ -156,6 +156,9 @@ def test_plot_writes_png(db, tmp_path):
     result = invoke("plot", 1, "-o", out, "--db", db)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    latest = tmp_path / "latest.png"  # no run id: the latest run, as top takes it
+    assert invoke("plot", "-o", latest, "--db", db).exit_code == 0
+    assert latest.read_bytes() == out.read_bytes()
     missing = invoke("plot", 9, "-o", tmp_path / "none.png", "--db", db)
     assert missing.exit_code == 1 and f"no run 9 in {db}" in missing.output
     assert not (tmp_path / "none.png").exists()

@@ -256,3 +256,22 @@ def test_fit_broadcasts_or_raises():
     for bad in (torch.ones(3, 7), torch.ones(2, 6), torch.ones(2, 2, 7)):
         with pytest.raises(ProgramOutputError):
             _fit(bad, shape, "update")
+
+
+def test_a_watcher_sees_every_training_step_and_the_score_is_unchanged():
+    from evoprog.evaluators.progress import watching
+    from evoprog.programs.known import get_known
+
+    steps: list[tuple[int, int]] = []
+    seed = OptimizerSpace.seed()
+    unwatched = evaluate(seed, "digits_mlp", "A")  # also scores the seed for the task
+    with watching(lambda step, total: steps.append((step, total))):
+        watched = evaluate(seed, "digits_mlp", "A")
+    total = get_task("digits_mlp", "A").settings.steps
+    assert steps == [(step, total) for step in range(1, total + 1)]
+    assert watched.fitness == unwatched.fitness
+    layer_steps: list[int] = []
+    with watching(lambda step, total: layer_steps.append(total)):
+        evaluate(get_known("bn_relu").program(), "digits_layers", "A")
+    layer = get_task("digits_layers", "A").settings
+    assert len(layer_steps) == layer.steps * 3 * len(layer.seeds)  # 3 architectures
