@@ -210,7 +210,24 @@ def _items(value: str, option: str) -> list[str]:
     return items
 
 
-RECORD_ID = click.IntRange(min=1, max=2 ** 63 - 1)  # what SQLite's ids can be
+class RecordId(click.ParamType):
+    """A run's or individual's id: what SQLite's row ids can be, from 1."""
+
+    name = "id"
+    min, max = 1, 2 ** 63 - 1
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an id (a whole number such as 42)", param, ctx)
+        if not self.min <= number <= self.max:
+            self.fail(f"{value} is no id of a run or individual (ids run from 1 to "
+                      f"{self.max})", param, ctx)
+        return number
+
+
+RECORD_ID = RecordId()
 
 
 class PositiveNumber(click.ParamType):
@@ -853,6 +870,8 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
     task_names = _items(tasks, "--tasks")
     if train_anyway:
         overrides["probe_checks"] = False
+    if targets.count("-") > 1:
+        raise UserError("- (standard input) can be given only once")
     plans = []  # (family, label, program, task names), all checked before any training
     for target in targets:
         program_family, label, program, _, ind = _target(target, family, db_path)
@@ -912,8 +931,8 @@ def _lr_scales(value: str) -> tuple[float, ...]:
     except ValueError:
         scales = ()
     if not scales or not all(math.isfinite(x) and x > 0 for x in scales):
-        raise click.BadParameter(f"expected positive numbers such as 1,3,10, got {value!r}",
-                                 param_hint="--lr-scales")
+        raise click.BadParameter(f"expected finite positive numbers such as 1,3,10, got "
+                                 f"{value!r}", param_hint="--lr-scales")
     twice = sorted({x for x in scales if scales.count(x) > 1})
     if twice:  # written differently, the same number: 3 and 3.0
         raise click.BadParameter(f"{', '.join(f'{x:g}' for x in twice)} listed twice in "

@@ -307,6 +307,9 @@ def test_evaluate_refuses_what_it_cannot_score(searched):
     assert_clean_error(invoke("evaluate", "99999", "--db", db), "99999")
     assert_clean_error(invoke("evaluate", "lion", "--tier", "D"), "Invalid value")
     assert_clean_error(invoke("evaluate", "lion", "--lr-scales", "1,-3"), "positive numbers")
+    assert_clean_error(invoke("evaluate", "lion", "--lr-scales", "1e400"),
+                       "finite positive numbers")
+    assert_clean_error(invoke("evaluate", "-", "-"), "only once")
     assert_clean_error(invoke("evaluate", "bn_relu", "--lr-scales", "1"), "for optimizers")
     assert_clean_error(invoke("evaluate", "bn_relu", "--no-probe-checks"),
                        "--no-probe-checks: for optimizers only")
@@ -469,7 +472,9 @@ def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
                               blocker / "x.db"), "a_file.txt is not a folder")
     Store.open(tmp_path / "t.db").close()
     assert_clean_error(invoke("show", "99999999999999999999", "--db", tmp_path / "t.db"),
-                       "INDIVIDUAL_ID")
+                       "INDIVIDUAL_ID", "is no id of a run or individual")
+    assert_clean_error(invoke("show", "0", "--db", tmp_path / "t.db"), "ids run from 1")
+    assert_clean_error(invoke("lineage", "x", "--db", tmp_path / "t.db"), "'x' is not an id")
     assert_clean_error(invoke("export", "99999999999999999999", "-o", tmp_path / "x.py",
                               "--db", tmp_path / "t.db"), "is no id of a run or individual")
 
