@@ -222,9 +222,11 @@ class RecordId(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not an id (a whole number such as 42)", param, ctx)
         if not self.min <= number <= self.max:
-            self.fail(f"{value} is no id of a run or individual (ids run from 1 to "
-                      f"{self.max})", param, ctx)
+            self.fail(self.out_of_range(value), param, ctx)
         return number
+
+    def out_of_range(self, value: Any) -> str:
+        return f"{value} is no id of a run or individual (ids run from 1 to {self.max})"
 
 
 RECORD_ID = RecordId()
@@ -748,7 +750,7 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
         return
     if names:
         for k in chosen:
-            values = ", ".join(f"{n}={v:g}" for n, v in k.defaults.items())
+            values = _hyperparameters(k)
             console.print(f"[bold]{k.name}[/bold] ({k.family}, {k.class_name}): "
                           f"{k.description}" + (f"\n{values}" if values else "") + "\n",
                           highlight=False)
@@ -756,9 +758,12 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
         return
     table = Table("name", "family", "class", "hyperparameters", "description")
     for k in chosen:
-        table.add_row(k.name, k.family, k.class_name,
-                      ", ".join(f"{n}={v:g}" for n, v in k.defaults.items()), k.description)
+        table.add_row(k.name, k.family, k.class_name, _hyperparameters(k), k.description)
     console.print(table)
+
+
+def _hyperparameters(known_program: KnownProgram) -> str:
+    return ", ".join(f"{n}={v:g}" for n, v in known_program.defaults.items())
 
 
 # -- export ------------------------------------------------------------------------------
@@ -1242,8 +1247,7 @@ def _record_id(text: str) -> int:
     number)."""
     value = int(text)
     if not RECORD_ID.min <= value <= RECORD_ID.max:
-        raise UserError(f"{text} is no id of a run or individual (ids run from "
-                        f"{RECORD_ID.min} to {RECORD_ID.max})")
+        raise UserError(RECORD_ID.out_of_range(text))
     return value
 
 

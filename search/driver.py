@@ -32,10 +32,10 @@ from .evolution import (
     RESTART_FROM,
     AgingPopulation,
     Member,
-    better,
+    Restarts,
+    T,
     make_child,
     make_random,
-    restart_due,
 )
 from .ranking import distinct_functions, functionally_distinct
 from .workers import RETRYABLE, evaluate_remote, start_ray
@@ -155,6 +155,11 @@ class SearchConfig:
                              f"{','.join(self.funnel)}")
         self.selection = self.selection or ("pareto" if self.family == "layer"
                                             else "fitness")
+
+    def restarts(self, fitness: Callable[[T], float | None]) -> Restarts[T]:
+        """This run's restarts (none for random search), over members or rows."""
+        every = self.restart_every if self.strategy == "evolution" else 0
+        return Restarts(every, self.restart_from, self.start == "seed", fitness)
 
 
 @dataclass
@@ -285,8 +290,7 @@ class Search:
         self.population = AgingPopulation(config.population, config.tournament,
                                            config.selection or "fitness")
         self.progress = Progress(budget=config.budget)
-        self.seed_member: Member | None = None  # what a restart from the seed keeps
-        self.best_member: Member | None = None  # what a restart from the best keeps
+        self.restarts: Restarts[Member] = config.restarts(lambda m: m.fitness)
         self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
         self.pending: dict[int, Pending] = {}
         self.results: dict[int, Outcome] = {}
@@ -399,16 +403,12 @@ class Search:
             member = Member(birth, outcome.individual_id, self.pending[birth].program,
                             outcome.fitness, dict(outcome.metrics.get("scores") or {}))
             self.population.add(member)
-            if birth == 0 and config.start == "seed":
-                self.seed_member = member
-            if better(member, self.best_member):
-                self.best_member = member
+            self.restarts.joined(birth, member)
         elif birth == 0 and config.start == "seed":
             raise SearchError(f"the seed program was {outcome.status}: {outcome.reason}")
-        if config.strategy == "evolution" and restart_due(birth, config.restart_every):
-            kept = self.seed_member if config.restart_from == "seed" else self.best_member
-            if kept is not None:
-                self.population.restart(kept)
+        kept = self.restarts.after(birth)
+        if kept is not None:
+            self.population.restart(kept)
         del self.pending[birth]
         parallel = config.parallel
         unlocked = range(1, parallel + 1) if birth == 0 else [birth + parallel]

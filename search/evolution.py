@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from ..programs.mutation import Mutation, MutationFailed, mutate
 from ..programs.program import Program
@@ -21,6 +23,7 @@ SELECTIONS = ("fitness", "pareto")
 RESTART_FROM = ("seed", "best")
 RANDOM_LENGTHS = (3, 12)
 """Length range of random programs (the Lion and EvoNorm programs have 4-10 lines)."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,32 @@ class AgingPopulation:
         self.members.append(member)
 
 
-def restart_due(birth: int, every: int) -> bool:
-    """Whether the population restarts once birth ``birth`` has joined it: after every
-    ``every`` births (0: never). The Lion search restarted from the seed or from the best
-    program so far, so that a search leaves a region its population has settled in."""
-    return every > 0 and birth > 0 and birth % every == 0
+class Restarts(Generic[T]):
+    """When a run's population restarts and what it keeps: every ``every`` births (0:
+    never), the seed (``keep="seed"``, for a run that ``starts_from_seed``) or the best
+    so far (``keep="best"``). The Lion search restarted so that a search leaves a region
+    its population has settled in. One rule for the search and for the replay of its
+    records (members or rows, read through ``fitness``), so the two agree."""
 
+    def __init__(self, every: int, keep: str, starts_from_seed: bool,
+                 fitness: Callable[[T], float | None]):
+        self.every, self.keep, self.starts_from_seed = every, keep, starts_from_seed
+        self.fitness = fitness
+        self.kept: dict[str, T] = {}  # "seed", "best" -> what a restart would keep
 
-def better(member: Member, than: Member | None) -> bool:
-    """Whether ``member`` beats the best so far ``than`` (the earlier one keeps a tie)."""
-    return than is None or _score(member.fitness) > _score(than.fitness)
+    def joined(self, birth: int, item: T) -> None:
+        """Note an evaluated individual that joined the population."""
+        if birth == 0 and self.starts_from_seed:
+            self.kept["seed"] = item
+        best = self.kept.get("best")  # the earlier one keeps a tie
+        if best is None or _score(self.fitness(item)) > _score(self.fitness(best)):
+            self.kept["best"] = item
+
+    def after(self, birth: int) -> T | None:
+        """What the population restarts from once ``birth`` has joined it, if it does."""
+        if self.every > 0 and birth > 0 and birth % self.every == 0:
+            return self.kept.get(self.keep)
+        return None
 
 
 def _score(fitness: float | None) -> float:

@@ -25,7 +25,7 @@ from ..programs.recognize import AVERAGING_CONSTANTS, Recognition
 from ..programs.space import Space, get_space
 from ..store import Store
 from .driver import Progress, Search, SearchConfig
-from .evolution import restart_due
+from .evolution import Restarts
 from .ranking import distinct_functions
 
 TOP = 10
@@ -170,21 +170,18 @@ def population_replay(individuals: Sequence[dict], config: SearchConfig
     held it once that birth had joined: the ok ones join, the oldest die past the
     population size, and restarts keep the seed's or the best row, as in the search."""
     population: deque[dict] = deque()
-    kept: dict[str, dict] = {}  # what a restart keeps: the seed's row, the best row
-    restart_every = config.restart_every if config.strategy == "evolution" else 0
+    restarts: Restarts[dict] = config.restarts(lambda row: row["fitness"])
     for ind in individuals:
         if ind["status"] == "ok" and ind["fitness"] is not None:
-            if ind["birth"] == 0 and config.start == "seed":
-                kept["seed"] = ind
-            if "best" not in kept or ind["fitness"] > kept["best"]["fitness"]:
-                kept["best"] = ind
             population.append(ind)
             while len(population) > config.population:
                 population.popleft()
+            restarts.joined(ind["birth"], ind)
         yield ind, population
-        if restart_due(ind["birth"], restart_every) and config.restart_from in kept:
+        kept = restarts.after(ind["birth"])
+        if kept is not None:
             population.clear()
-            population.append(kept[config.restart_from])
+            population.append(kept)
 
 
 def _target_in_top(population: deque[dict], top: int, space: Space, target: Target,
