@@ -32,7 +32,8 @@ DEFAULT_TASKS = {"optimizer": ("digits_mlp",), "layer": ("digits_layers",)}
 def get_task(name: str, tier: str = "A", **overrides: Any) -> Task:
     """The registered task called ``name`` at ``tier``; ValueError naming the known tasks
     (or tiers) otherwise. ``overrides`` replace settings of an optimizer task's tier
-    (e.g. ``lr_scales=(1, 3, 10)``)."""
+    (e.g. ``lr_scales=(1, 3, 10)``); every task takes ``time_limit`` (seconds for one
+    evaluation; None: no limit)."""
     from .layer_tasks import LAYER_TASKS
 
     factories = {**TASKS, **LAYER_TASKS}
@@ -43,7 +44,7 @@ def get_task(name: str, tier: str = "A", **overrides: Any) -> Task:
             f"unknown task {name!r} (known tasks: {', '.join(sorted(factories))})") from None
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r} (known tiers: {', '.join(TIERS)})")
-    if overrides and name not in TASKS:
+    if name not in TASKS and set(overrides) - {"time_limit"}:
         raise ValueError(f"task {name!r} takes no settings such as "
                          f"{', '.join(overrides)}")
     return factory(tier, **overrides)

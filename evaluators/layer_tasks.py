@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,9 +92,9 @@ class LayerTask(Task):
     family = "layer"
 
     def __init__(self, tier: str = "A", settings: LayerSettings | None = None,
-                 name: str = "digits_layers"):
+                 name: str = "digits_layers", **overrides: Any):
         self.name, self.tier = name, tier
-        self.settings = settings or LAYER_TIERS[tier]
+        self.settings = replace(settings or LAYER_TIERS[tier], **overrides)
 
     def _factory(self, program: Program):
         return partial(ProgramLayer, program, max_groups=self.settings.max_groups)
@@ -200,15 +201,14 @@ class LayerTask(Task):
             accuracy(model, split)
 
 
-def small_batch(tier: str = "A") -> LayerTask:
+def small_batch(tier: str = "A", **overrides: Any) -> LayerTask:
     """The layer task at batch size 8, where batch statistics are noisy (the EvoNorms
     paper's point); held out of the default search suite, for transfer."""
-    from dataclasses import replace
-
     return LayerTask(tier, replace(LAYER_TIERS[tier], batch_size=8),
-                     name="digits_layers_small_batch")
+                     name="digits_layers_small_batch", **overrides)
 
 
-LAYER_TASKS: dict[str, Callable[[str], LayerTask]] = {
+LAYER_TASKS: dict[str, Callable[..., LayerTask]] = {
     "digits_layers": LayerTask, "digits_layers_small_batch": small_batch}
-"""Task name -> factory; ``LAYER_TASKS[name](tier)`` gives the task at that tier."""
+"""Task name -> factory; ``LAYER_TASKS[name](tier, **settings)`` gives the task at that
+tier, with those ``LayerSettings`` replaced."""

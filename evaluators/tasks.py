@@ -85,7 +85,8 @@ class TrainingTask(Task):
 
     Subclasses give ``TIER_SETTINGS``, ``model()``, ``data()`` and ``metric()``.
     Keyword overrides replace single settings of the chosen tier, e.g.
-    ``DigitsMLP(steps=30)``; ``probe_checks=False`` turns off just that filter.
+    ``DigitsMLP(steps=30)``; ``probe_checks=False`` turns off just that filter and
+    ``time_limit=None`` lifts just the time limit.
     """
 
     family = "optimizer"
@@ -102,11 +103,16 @@ class TrainingTask(Task):
             overrides["lr_scales"] = tuple(float(s) for s in overrides["lr_scales"])
         if overrides.get("filters") is None:
             overrides.pop("filters", None)
-        probe_checks = overrides.pop("probe_checks", None)
+        one_filter = {}  # single filters, the tier's others kept
+        if overrides.get("probe_checks") is not None:
+            one_filter["probe_checks"] = bool(overrides["probe_checks"])
+        if "time_limit" in overrides:  # None: no limit
+            one_filter["time_limit"] = overrides.pop("time_limit")
+        overrides.pop("probe_checks", None)
         self.settings = replace(self.TIER_SETTINGS[tier], **overrides)
-        if probe_checks is not None:  # this one filter, the tier's others kept
-            self.settings = replace(self.settings, filters=replace(
-                self.settings.filters, probe_checks=bool(probe_checks)))
+        if one_filter:
+            self.settings = replace(self.settings,
+                                    filters=replace(self.settings.filters, **one_filter))
 
     def model(self) -> FlatModel:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from ..evaluators import DEFAULT_TASKS, TIERS, machine
@@ -55,6 +58,27 @@ DEFAULT_DB = "evoprog.db"
 # Tables are wide; when output goes to a file or pipe, don't squeeze them to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+NUMBER = re.compile(r"[-+]?[\d.,]+(e[-+]?\d+)?%?\*?")
+
+
+def show_table(table: Table) -> None:
+    """Print a table so that nothing in it is cut short on a narrow terminal (a fitness
+    must never show as "0.9…"): a table that does not fit loses its borders and padding,
+    numbers stay whole, and headers and text fold onto more lines."""
+    for column in table.columns:
+        column.overflow = "fold"
+    unbounded = console.options.update_width(100_000)
+    if Measurement.get(console, unbounded, table).maximum > console.width:
+        table.box, table.padding, table.pad_edge = box.SIMPLE, (0, 1, 0, 0), False
+        table.show_edge = False
+        for column in table.columns:
+            cells = [str(cell) for cell in column.cells]
+            if cells and all(NUMBER.fullmatch(c) or c == "-" for c in cells):
+                header = max(map(len, str(column.header).split()), default=0)
+                column.width = max(*map(len, cells), header if header <= 6 else 0)
+    console.print(table)
 
 
 class UserError(click.ClickException):
@@ -478,8 +502,8 @@ def runs(as_json: bool, db_path: Path) -> None:
                       str(r["generated"]), str(r["evaluated"]), str(r["cache_hits"]),
                       str(r["rejected"]) + (f"\n{reasons}" if reasons else ""),
                       "-" if redundant is None else f"{redundant:.0%}",
-                      fmt(r["best_fitness"]), r["created"][:19])
-    console.print(table)
+                      fmt(r["best_fitness"]), r["created"][:19].replace("T", " "))
+    show_table(table)
 
 
 @cli.command()
@@ -553,7 +577,7 @@ def _print_top(store: Store, run_id: int, n: int) -> None:
         if "front" in columns:
             cells.append("*" if r["pareto_front"] else "")
         table.add_row(*cells, r["recognized_as"] or "-", r["pruned"])
-    console.print(table)
+    show_table(table)
 
 
 @cli.command()
@@ -624,7 +648,7 @@ def _print_results(ind: dict) -> None:
                           "-" if scale is None else f"x{scale:g}",
                           "-" if e["seconds"] is None else f"{e['seconds']:.2f}")
         console.print("\n[bold]evaluations[/]")
-        console.print(table)
+        show_table(table)
     for e in evaluations:
         per_scale = (e["metrics"] or {}).get("per_scale")
         if per_scale:
@@ -648,7 +672,7 @@ def _print_scales(per_scale: list[dict], title: str) -> None:
         table.add_row(f"x{entry['lr_scale']:g}", status,
                       *[fmt(entry.get(name)) for name in names])
     console.print(f"\n[italic]{title}[/]", highlight=False)
-    console.print(table)
+    show_table(table)
 
 
 def _family_of(ind: dict) -> str:
@@ -728,7 +752,7 @@ def lineage(individual_id: int, as_json: bool, db_path: Path) -> None:
     for r in chain:
         table.add_row(str(r["id"]), str(r["birth"]), fmt(r["fitness"]),
                       r["mutation"] or "(seed)", r["pruned_text"])
-    console.print(table)
+    show_table(table)
 
 
 @cli.command()
@@ -759,7 +783,7 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
     table = Table("name", "family", "class", "hyperparameters", "description")
     for k in chosen:
         table.add_row(k.name, k.family, k.class_name, _hyperparameters(k), k.description)
-    console.print(table)
+    show_table(table)
 
 
 def _hyperparameters(known_program: KnownProgram) -> str:
@@ -982,7 +1006,7 @@ def _print_evaluations(rows: list[dict], tier: str, as_json: bool) -> None:
         detail = "\n".join(_task_detail(task, r) for task, r in row["per_task"].items())
         table.add_row(row["target"], row["status"], fmt(row["fitness"]), detail,
                       f"{row['seconds']:.1f}" + ("*" if i in seed_timed else ""))
-    console.print(table)
+    show_table(table)
     if seed_timed:
         click.echo("*: also trains the AdamW seed once, on "
                    f"{', '.join(sorted(set().union(*seed_timed.values())))}: the reference "
@@ -1203,7 +1227,7 @@ def _print_rediscovery(report, db_path: Path) -> None:
             fmt(r.fitness if r.found else r.best_fitness),
             f"{r.ratio_to_start:.3f} ({r.compare_tier})" if r.ratio_to_start else "-",
             str(len(r.lineage) - 1) + " mutations" if r.lineage else "-")
-    console.print(table)
+    show_table(table)
     for r in report.runs:
         if not r.finished:
             state = "still running, or its driver died" if r.status == "running" \
@@ -1221,7 +1245,7 @@ def _print_rediscovery(report, db_path: Path) -> None:
             why = row.get("not_scored", {})
             table.add_row(row["program"], *[why[k] if k in why else fmt(row[k])
                                              for k in keys])
-        console.print(table)
+        show_table(table)
 
 
 def _read_program_file(path: Path) -> str:

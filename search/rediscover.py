@@ -206,8 +206,10 @@ def _fitness(program: Program, tasks: Sequence[str], tier: str) -> float | None:
 
 
 def _scored(program: Program, tasks: Sequence[str], tier: str) -> tuple[float | None, str]:
-    """(fitness, "") when the program trains to the end, else (None, why not)."""
-    result, _ = evaluate_suite(program, tasks, tier)
+    """(fitness, "") when the program trains to the end, else (None, why not). Without
+    the tier's time limit: it keeps a search's slow programs out, but a comparison
+    needs every score, and on a busy machine a reference could trip it."""
+    result, _ = evaluate_suite(program, tasks, tier, time_limit=None)
     return (result.fitness, "") if result.ok else (None, f"{result.status}: {result.reason}")
 
 

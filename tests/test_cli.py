@@ -791,3 +791,23 @@ def test_the_step_line_adds_the_training_step_at_most_four_times_a_second(monkey
                      "lion: training on digits_mlp (tier C), step 1 of 5",  # 10.1
                      "lion: training on digits_mlp (tier C), step 3 of 5",  # 0.26 s later
                      "lion: training on digits_mlp (tier C), step 5 of 5"]  # the last
+
+
+def test_tables_on_a_narrow_terminal_keep_every_number_whole(searched, monkeypatch):
+    """At 80 columns the runs table (11 columns) and top cannot fit with borders: they
+    drop them and fold text, but never cut a number or a word short with an ellipsis."""
+    from evoprog.search import cli as cli_module
+
+    db, _ = searched
+    (run,) = json.loads(invoke("runs", "--json", "--db", db).output)
+    best = json.loads(invoke("top", "--n", "3", "--json", "--db", db).output)
+    monkeypatch.setattr(cli_module.console, "width", 80)
+    for args, numbers in ((("runs",), [f"{run['best_fitness']:.4f}", str(run["generated"])]),
+                          (("top",), [f"{b['fitness']:.4f}" for b in best])):
+        result = invoke(*args, "--db", db)
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.output
+        lines = result.output.splitlines()
+        assert max(map(len, lines)) <= 80
+        words = {word for line in lines for word in line.split()}
+        assert set(numbers) <= words

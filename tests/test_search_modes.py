@@ -424,9 +424,11 @@ def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
     import evoprog.search.rediscover as rediscover
     from evoprog.evaluators.result import EvalResult
 
-    def fake_suite(program, tasks, tier):
+    def fake_suite(program, tasks, tier, **overrides):
+        # A held-out training must finish: the tier's time limit is lifted for it.
+        assert overrides == {"time_limit": None}
         if program == OptimizerSpace.seed():
-            return EvalResult(None, "rejected", "time limit: 15 s"), []
+            return EvalResult(None, "rejected", "diverged"), []
         return EvalResult(0.97, "ok"), []
 
     monkeypatch.setattr(rediscover, "evaluate_suite", fake_suite)
@@ -444,7 +446,7 @@ def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
         f"held-out training {k} of 4, digits_mlp@A: {row['program']}"
         for k, row in enumerate(report.transfer, 1)]
     assert evolved["digits_mlp@A"] is None  # the best evolved program is the seed here
-    assert evolved["not_scored"] == {"digits_mlp@A": "rejected: time limit: 15 s"}
+    assert evolved["not_scored"] == {"digits_mlp@A": "rejected: diverged"}
     assert [row["program"] for row in references] == ["adamw_paper", "adamw", "lion"]
     assert all(row["digits_mlp@A"] == 0.97 and "not_scored" not in row
                for row in references)

@@ -157,6 +157,24 @@ def test_time_limit_stops_a_slow_run(name):
     assert result.metrics["stopped_at_step"] == result.metrics["steps"] == 1
 
 
+def test_time_limit_can_be_lifted_alone():
+    """``time_limit=None`` lifts a tier's limit and keeps its other filters, for every
+    task; layer tasks take no other setting by name."""
+    for name in TASKS:
+        tier = get_task(name, "B")
+        lifted = get_task(name, "B", time_limit=None)
+        assert tier.settings.filters.time_limit is not None
+        assert lifted.settings.filters == dataclasses.replace(tier.settings.filters,
+                                                              time_limit=None)
+    for name in ("digits_layers", "digits_layers_small_batch"):
+        task = get_task(name, "B", time_limit=5.0)
+        assert task.settings.time_limit == 5.0
+        assert task.settings.steps == get_task(name, "B").settings.steps
+    assert get_task("digits_layers_small_batch", time_limit=5.0).settings.batch_size == 8
+    with pytest.raises(ValueError, match="takes no settings"):
+        get_task("digits_layers", steps=5)
+
+
 def test_overlong_program_fails_before_training():
     text = "\n".join(["u = g * 0.5"] * (MAX_INSTRUCTIONS + 1) + ["update = u * 0.001"])
     result = evaluate(parse_program(text), "digits_mlp")
