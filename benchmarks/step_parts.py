@@ -1,6 +1,6 @@
 """Parts of one digits_mlp training step, each timed against a faster way to do it.
 
-    python benchmarks/step_parts.py [--calls 300] [--rounds 5]
+    python benchmarks/step_parts.py [--calls 300] [--rounds 5] [--compile]
 
 On the evaluator's own tensors for the default tier-A evaluation (6 rows of the MLP's
 26,122 parameters, batch 128, one torch thread, glibc keeping freed memory as the trainer
@@ -11,7 +11,12 @@ has it):
   arithmetic written by hand with two scratch buffers and in-place ops: how much an
   interpreter that reused buffers could save;
 * ``torch.log_softmax`` over the 10 classes against log-softmax and softmax from one
-  exponential, as ``FlatMLP.loss_and_grad`` computes them.
+  exponential, as ``FlatMLP.loss_and_grad`` computes them;
+* with ``--compile``, the MLP's whole loss and gradient (``FlatMLP.loss_and_grad``,
+  the model is the same for every program, so a worker would compile it once) as it
+  runs against ``torch.compile`` of it: whether a compiler could fuse what the
+  hand-written backward leaves as separate ops. Needs a C++ compiler; the compile time
+  is printed.
 
 Rounds alternate between the ways; each figure is the median call of its best round.
 """
@@ -108,10 +113,38 @@ def time_loss(fn: Callable, calls: int) -> float:
     return statistics.median(seconds)
 
 
+def time_loss_and_grad(fn: Callable, calls: int) -> float:
+    """Median seconds per call of a (theta, x, y) -> (losses, grad) function on the
+    evaluator's shapes."""
+    gen = torch.Generator().manual_seed(0)
+    mlp = FlatMLP(SIZES)
+    theta = mlp.init([torch.Generator().manual_seed(i) for i in range(ROWS)])
+    x = torch.randn(ROWS, BATCH, SIZES[0], generator=gen)
+    y = torch.randint(0, SIZES[-1], (ROWS, BATCH), generator=gen)
+    seconds = []
+    with torch.no_grad():
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn(theta, x, y)
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def compiled_loss_and_grad() -> tuple[Callable, float]:
+    """``torch.compile`` of ``FlatMLP.loss_and_grad`` and the seconds its first call took."""
+    mlp = FlatMLP(SIZES)
+    compiled = torch.compile(mlp.loss_and_grad, dynamic=False)
+    start = time.perf_counter()
+    time_loss_and_grad(compiled, 1)
+    return compiled, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile of the MLP's loss and gradient")
     args = parser.parse_args()
     torch.set_num_threads(1)
     keep_freed_memory()
@@ -126,6 +159,12 @@ def main() -> None:
         "log-softmax from one exponential": lambda: time_loss(
             log_softmax_and_softmax, args.calls),
     }
+    if args.compile:
+        compiled, compile_seconds = compiled_loss_and_grad()
+        ways["MLP loss and gradient, as it runs"] = lambda: time_loss_and_grad(
+            FlatMLP(SIZES).loss_and_grad, args.calls)
+        ways["MLP loss and gradient, compiled"] = lambda: time_loss_and_grad(
+            compiled, args.calls)
     agree = _largest_difference(interpreted(), adamw_by_hand(scratch))
     best: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -139,6 +178,9 @@ def main() -> None:
     print(f"largest relative difference of the two AdamW ways over 10 steps: {agree:.1e}")
     print(f"update_in_place_speedup: {best[next(iter(ways))] / best[list(ways)[1]]:.2f}")
     print(f"log_softmax_speedup: {best[list(ways)[2]] / best[list(ways)[3]]:.2f}")
+    if args.compile:
+        print(f"torch.compile took {compile_seconds:.1f} s for its first call")
+        print(f"compile_speedup: {best[list(ways)[4]] / best[list(ways)[5]]:.2f}")
 
 
 if __name__ == "__main__":
