@@ -40,15 +40,12 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def _search(db: Path, budget: int, parallel: int, seed: int = 0):
+def _search(store, budget: int, parallel: int, seed: int = 0):
     from evoprog.search.driver import Search, SearchConfig
-    from evoprog.store import Store
 
-    store = Store.open(db)
     config = SearchConfig(budget=budget, population=20, tournament=5, parallel=parallel,
                           seed=seed)
-    search = Search.start(store, config)
-    return store, search
+    return Search.start(store, config)
 
 
 def _evaluate_seed() -> None:
@@ -69,6 +66,7 @@ def measure_workers(workers: int, budget: int, parallel: int) -> dict:
     import ray
 
     from evoprog.search.workers import start_ray
+    from evoprog.store import Store
 
     start_ray(num_cpus=workers)
 
@@ -80,13 +78,12 @@ def measure_workers(workers: int, budget: int, parallel: int) -> dict:
 
     pids = ray.get([warm.remote() for _ in range(workers)])
     assert len(set(pids)) == workers, f"warm-up reached workers {pids}"
-    with tempfile.TemporaryDirectory() as tmp:
-        store, search = _search(Path(tmp) / "w.db", budget, parallel)
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "w.db") as store:
+        search = _search(store, budget, parallel)
         start = time.perf_counter()
         search.run()
         seconds = time.perf_counter() - start
         rows = store.individuals(search.run_id)
-        store.close()
     evaluated = [r for r in rows if not r["cache_hit"]]
     return {"workers": workers, "seconds": seconds, "evaluated": len(evaluated),
             "eval_s": sum(r["eval_seconds"] for r in evaluated) / max(len(evaluated), 1)}
@@ -100,6 +97,7 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
 
     import evoprog.search.driver as driver
     from evoprog.search.workers import start_ray
+    from evoprog.store import Store
 
     start_ray(num_cpus=2)
 
@@ -114,8 +112,8 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
 
     driver.evaluate_remote = instant
     ray.get([instant.remote("warm-up", [], "A") for _ in range(8)])  # workers up and ready
-    with tempfile.TemporaryDirectory() as tmp:
-        store, search = _search(Path(tmp) / "d.db", budget, parallel)
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "d.db") as store:
+        search = _search(store, budget, parallel)
         profiler = cProfile.Profile() if profile else None
         start = time.perf_counter()
         if profiler:
@@ -127,7 +125,6 @@ def measure_driver(budget: int, parallel: int, profile: bool) -> dict:
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative") \
                 .print_stats(25)
         progress = search.progress
-        store.close()
     return {"seconds": seconds, "results": budget, "evaluated": progress.evaluated,
             "cache_hits": progress.cache_hits}
 

@@ -22,9 +22,6 @@ TASKS: dict[str, type[TrainingTask]] = {
 }
 """Task name -> class; ``TASKS[name](tier)`` gives the task with that tier's settings."""
 
-DEFAULT_SUITE = ("digits_mlp", "digits_cnn", "char_lm")
-"""The tasks a multi-task search should score on (see benchmarks/README.md)."""
-
 DEFAULT_TASKS = {"optimizer": ("digits_mlp",), "layer": ("digits_layers",)}
 """What a search of each family scores on unless told otherwise (tier A: fast)."""
 
@@ -68,6 +65,6 @@ def evaluate(program: Program, task_name: str = "digits_mlp", tier: str = "A",
     return result
 
 
-__all__ = ["DEFAULT_SUITE", "DEFAULT_TASKS", "STATUSES", "TASKS", "TIERS", "CharLM",
+__all__ = ["DEFAULT_TASKS", "STATUSES", "TASKS", "TIERS", "CharLM",
            "DigitsCNN", "DigitsMLP", "EvalResult", "Filters", "Task", "device", "evaluate",
            "get_task", "machine", "task_family"]

@@ -28,7 +28,7 @@ class ResidualBlock(nn.Module):
 
 
 def resnet(layer: LayerFactory, width: int = 16, classes: int = 10) -> nn.Module:
-    """Stem, two residual blocks, a strided transition, one more block, pooled head."""
+    """Stem, a residual block, a strided transition, one more block, pooled head."""
     return nn.Sequential(
         nn.Conv2d(1, width, 3, padding=1, bias=False), layer(width),
         ResidualBlock(width, layer),

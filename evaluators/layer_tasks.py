@@ -123,6 +123,8 @@ class LayerTask(Task):
         except _Reject as stop:
             return EvalResult(None, "rejected", stop.reason, metrics,
                               time.perf_counter() - start)
+        except torch.OutOfMemoryError:
+            raise  # the device's state, not the program's: see search.workers
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             return EvalResult(None, "failed", f"{type(error).__name__}: {error}"[:500],
                               metrics, time.perf_counter() - start)

@@ -83,7 +83,7 @@ _SEED_METRICS: dict[tuple, float | None] = {}
 class TrainingTask(Task):
     """An optimizer task: train a flat model per seed, all seeds in one vectorized run.
 
-    Subclasses give ``TIER_SETTINGS``, ``model()``, ``data()`` and ``metric()``.
+    Subclasses give ``TIER_SETTINGS``, ``model()``, ``data()`` and ``score()``.
     Keyword overrides replace single settings of the chosen tier, e.g.
     ``DigitsMLP(steps=30)``; ``probe_checks=False`` turns off just that filter and
     ``time_limit=None`` lifts just the time limit.

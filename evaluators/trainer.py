@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..programs.analysis import instruction_reads_input_first, undefined_reads
+from ..programs.analysis import instruction_reads_input_first, undefined_read_error
 from ..programs.interpreter import CompiledProgram
 from ..programs.ops import Layout
 from ..programs.program import Program
@@ -173,11 +173,9 @@ def compile_program(program: Program, layout: Layout, device: torch.device,
     if len(program) > MAX_INSTRUCTIONS:
         raise ProgramOutputError(f"the program has {len(program)} instructions "
                                  f"(at most {MAX_INSTRUCTIONS})")
-    missing = undefined_reads(program, OptimizerSpace.inputs)
-    if missing:
-        index, name = missing[0]
-        raise ProgramOutputError(f"instruction {index + 1} reads {name!r} before it is "
-                                 "defined")
+    error = undefined_read_error(program, OptimizerSpace.inputs)
+    if error:
+        raise ProgramOutputError(error)
     live = OptimizerSpace.prune(program)  # dead code cannot change the result
     reads_lr = instruction_reads_input_first(live, "lr") is not None
     return CompiledProgram(live, layout, device, dtype), reads_lr
@@ -345,6 +343,8 @@ class _Run:
                 update = _fit(out["update"], shape, "update")
                 m = _fit(out["m"], shape, "m")
                 v = _fit(out["v"], shape, "v")
+            except torch.OutOfMemoryError:
+                raise  # the device's state, not the program's: see search.workers
             except Exception as exc:  # whatever the program does wrong
                 raise _Stop("failed", _error_reason(exc), step) from None
             # One sync per step: each row's loss and update range (NaN propagates).

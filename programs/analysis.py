@@ -27,6 +27,15 @@ def undefined_reads(program: Program, inputs: tuple[str, ...]) -> list[tuple[int
     return missing
 
 
+def undefined_read_error(program: Program, inputs: tuple[str, ...]) -> str | None:
+    """What is wrong with the first read of a name not yet defined, or None."""
+    missing = undefined_reads(program, inputs)
+    if not missing:
+        return None
+    index, name = missing[0]
+    return f"instruction {index + 1} reads {name!r} before it is defined"
+
+
 def dependencies(program: Program, inputs: tuple[str, ...],
                  state: tuple[str, ...]) -> dict[str, set[str]]:
     """For every variable at the end of a step: the inputs it depends on, over all steps.

@@ -29,7 +29,7 @@ import string
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from .analysis import instruction_reads_input_first, undefined_reads
+from .analysis import instruction_reads_input_first, undefined_read_error
 from .known import KnownProgram
 from .ops import OPS, newton_schulz
 from .program import Instruction, Program, ProgramError, format_program
@@ -299,11 +299,12 @@ _FILE_NAMES = frozenset({"torch", "nn", "math"})
 def check_class_name(name: str) -> None:
     """Raise ProgramError unless ``name`` can name the class of an exported file: a
     python identifier, not a keyword, not private, not a name the file uses itself."""
-    if not name.isidentifier() or keyword.iskeyword(name) or name in _FILE_NAMES \
+    if not name.isidentifier() or name in _PYTHON_NAMES or name in _FILE_NAMES \
             or name.startswith("_"):
         raise ProgramError(
             f"{name!r} cannot name a class in the exported file (a python identifier that "
-            f"is not a keyword, does not start with '_' and is not torch, nn or math)")
+            f"is not a keyword or a builtin such as abs or max, does not start with '_' "
+            f"and is not torch, nn or math)")
 
 
 def reads_learning_rate(program: Program) -> bool:
@@ -425,10 +426,9 @@ def _write_body(body: Program, render: Callable[[Instruction, list[_Value]], _Va
 
 
 def _check_defined(program: Program, inputs: tuple[str, ...]) -> None:
-    missing = undefined_reads(program, inputs)
-    if missing:
-        index, name = missing[0]
-        raise ProgramError(f"instruction {index + 1} reads {name!r} before it is defined")
+    error = undefined_read_error(program, inputs)
+    if error:
+        raise ProgramError(error)
 
 
 def rename_variables(program: Program, fixed: Collection[str],

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .analysis import undefined_reads
+from .analysis import undefined_read_error
 from .interpreter import CompiledProgram
 from .ops import Layout
 from .program import Program, ProgramError
@@ -36,10 +36,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
             raise ValueError(f"invalid learning rate: {lr}")
         if isinstance(program, str):
             program = space.parse(program)
-        missing = undefined_reads(program, space.inputs)
-        if missing:
-            index, name = missing[0]
-            raise ProgramError(f"instruction {index + 1} reads {name!r} before it is defined")
+        error = undefined_read_error(program, space.inputs)
+        if error:
+            raise ProgramError(error)
         self.program = program
         self.space = space
         # Dead code cannot change the result, so it need not run.

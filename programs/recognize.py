@@ -29,7 +29,7 @@ import torch
 from sympy.polys.polyerrors import BasePolynomialError
 
 from .analysis import prune
-from .fingerprint import Probe, make_probe, run_steps, updates
+from .fingerprint import LAYOUT, Probe, make_probe, run_steps, updates
 from .known import KNOWN, KNOWN_LAYERS
 from .ops import Layout
 from .program import Instruction, Program
@@ -40,20 +40,21 @@ from .symbolic import SymbolicError, SymbolicProgram, to_sympy
 # such as one that only uses cosh(0) as a constant 1.
 RECOGNIZABLE_OPS = frozenset({
     "add", "sub", "mul", "div", "interp", "sign", "sqrt", "square", "abs", "power",
-    "invert", "negative", "reciprocal", "eps", "cube", "cbrt"})
+    "invert", "negative", "reciprocal", "eps", "cube", "cbrt", "exp"})
 RTOL = 1e-3
 ATOL = 1e-12
 # Constants that weight an average of the old state against the new gradient.
+# (RMSprop's alpha is one too, but AddSign's is not: ``_rmsprop`` checks its own.)
 AVERAGING_CONSTANTS = ("beta", "beta1", "beta2", "momentum")
 # What SymPy's reading of an odd program (a division by an exact zero gives ``zoo``) may
 # raise; any of them means the symbolic route cannot recognize it.
 _SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, BasePolynomialError,
                  SymbolicError)
 TEMPLATE_STATE = ("m", "v")  # where the known optimizers keep their state
-# Two matrices and a vector, so per-tensor and matrix ops are verified as such.
-LAYOUT = Layout(((4, 8), (8,), (4, 6)))
-# Moderate gradient magnitudes: a program's guarded division (``x / (|x| + 1e-8)``)
-# matches the template's ``sign(x)`` to RTOL only where |x| is well above 1e-8.
+# On the fingerprint's two matrices and a vector, so per-tensor and matrix ops are
+# verified as such. Moderate gradient magnitudes: a program's guarded division
+# (``x / (|x| + 1e-8)``) matches the template's ``sign(x)`` to RTOL only where |x| is
+# well above 1e-8.
 _PROBES = (make_probe(LAYOUT, seed=7, scales=(0.1, 1.0, 10.0)),
            make_probe(LAYOUT, seed=11, scales=(0.3, 3.0, 30.0)))
 
@@ -215,7 +216,8 @@ def _candidates(sym: SymbolicProgram, states: list[_State]) -> Iterator[Recognit
     kinds = sorted(s.kind for s in states)
     makers: list[Candidate] = {
         (): [_sgd, _signsgd],
-        ("linear",): [_momentum, _signum, _lion],
+        ("linear",): [_momentum, _signum, _lion, _powersign, _addsign],
+        ("square",): [_rmsprop],
         ("linear", "square"): [_adamw_paper, _adamw],
     }.get(tuple(kinds), [])
     for make in makers:
@@ -270,6 +272,40 @@ def _lion(sym, states):
     wd = (_value(update, sym, w=1.0) - lr) / lr
     return Recognition("lion", {"beta1": r / (1.0 + r), "beta2": s.a,
                                 "weight_decay": wd, "lr": lr})
+
+
+def _agreement_updates(sym, states) -> tuple[float, float]:
+    """The update for g = 1 when the momentum agrees with g in sign, and when it does
+    not (a large negative carried state): PowerSign's and AddSign's two step sizes."""
+    s = _of(states, "linear")
+    name = next(k for k, symbol in sym.symbols.items() if symbol == s.symbol)
+    update = _update(sym)
+    return _value(update, sym), _value(update, sym, **{name: -1e6})
+
+
+def _powersign(sym, states):
+    agree, _ = _agreement_updates(sym, states)
+    return Recognition("powersign", {"beta": _of(states, "linear").a, "lr": agree / math.e})
+
+
+def _addsign(sym, states):
+    agree, disagree = _agreement_updates(sym, states)
+    lr = (agree - disagree) / 2.0
+    return Recognition("addsign", {"beta": _of(states, "linear").a, "lr": lr,
+                                   "alpha": (agree + disagree) / (2.0 * lr)})
+
+
+def _rmsprop(sym, states):
+    v = _of(states, "square")
+    if not 0.0 <= v.a < 1.0:
+        return None  # extrapolates rather than averages
+    update = _update(sym)
+    # After one step from 0 the textbook average of g^2 is (1 - alpha) g^2, so the update
+    # is lr g / (c |g| + eps) with c = sqrt(1 - alpha): two values of g give lr and eps.
+    c, x = math.sqrt(1.0 - v.a), 1e-6
+    u0, ux = _value(update, sym), _value(update, sym, g=x)
+    eps = c * (ux - u0) / (u0 - ux / x)
+    return Recognition("rmsprop", {"alpha": v.a, "eps": eps, "lr": u0 * (c + eps)})
 
 
 def _adamw_paper(sym, states):

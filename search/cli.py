@@ -41,7 +41,14 @@ from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
 from ..programs.space import get_space, with_article
 from ..store import Store, StoreError
-from .driver import Progress, Search, SearchConfig, SearchError, suite_key
+from .driver import (
+    Progress,
+    Search,
+    SearchConfig,
+    SearchError,
+    sigterm_as_ctrl_c,
+    suite_key,
+)
 from .evolution import RESTART_FROM
 from .output_files import (
     SQLITE_SIDE_FILES,
@@ -131,6 +138,13 @@ def restart_options(func):
         metavar="N", help="Every N children, empty the population but for the seed (or "
                           "the best program so far) and go on from it, as the Lion search "
                           "did to leave a region it had settled in (0: never).")(func)
+
+
+ops_option = click.option(
+    "--ops", "op_spec", default="all", show_default=True,
+    help="Ops mutation and random programs may use: 'all', a named set ('lion': the "
+         "released Lion search space's 45 functions, without the Lion-K maps), or "
+         "comma-separated op names.")
 
 
 def neutral_option(func):
@@ -329,10 +343,7 @@ def _op_list(family: str, spec: str) -> list[str]:
                    "(per-architecture) scores. Default: pareto for layers.")
 @click.option("--time", "max_seconds", type=PositiveNumber("seconds"),
               default=None, help="Stop after this many seconds (resume continues).")
-@click.option("--ops", "op_spec", default="all", show_default=True,
-              help="Ops mutation and random programs may use: 'all', a named set "
-                   "('lion': the released Lion search space's 45 functions, without the "
-                   "Lion-K maps), or comma-separated op names.")
+@ops_option
 @neutral_option
 @restart_options
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
@@ -375,8 +386,16 @@ def search(family: str, budget: int, population: int, tournament: int, seed: int
         click.echo(f"note: --tournament {tournament} is larger than --population "
                    f"{population}: every tournament takes the whole population", err=True)
     with open_for_runs(db_path) as store:
-        _run_search(store, quiet, lambda hook: Search.start(store, config, address,
-                                                            on_progress=hook))
+        def start(hook: Callable[[Progress], None]) -> Search:
+            searcher = Search.start(store, config, address, on_progress=hook)
+            if not parallel and store.run(searcher.run_id)["address"] != "local":
+                click.echo(f"note: --parallel is {searcher.config.parallel}, from the CPUs "
+                           "the cluster has now; an autoscaling cluster adds nodes only "
+                           "for evaluations waiting to run, so set --parallel to about 4 "
+                           "per CPU of the size it should grow to", err=True)
+            return searcher
+
+        _run_search(store, quiet, start)
 
 
 @cli.command()
@@ -429,6 +448,7 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
     try:
         searcher = make(hook)
+        sigterm_as_ctrl_c()
     except KeyboardInterrupt as exc:
         word, code = _stopped_by(exc)
         err_console.print(f"\n{word} while starting; nothing was searched.")
@@ -590,7 +610,7 @@ def show(individual_id: int, with_latex: bool, as_json: bool, db_path: Path) -> 
     simplified form and the known program it computes."""
     with open_existing(db_path) as store:
         ind = store.individual(individual_id)
-    space = get_space(_family_of(ind))
+    space = get_space(ind["family"])
     description = describe(space, parse_program(ind["text"]))
     if as_json:
         analysis = description.to_json(latex=with_latex)
@@ -673,10 +693,6 @@ def _print_scales(per_scale: list[dict], title: str) -> None:
                       *[fmt(entry.get(name)) for name in names])
     console.print(f"\n[italic]{title}[/]", highlight=False)
     show_table(table)
-
-
-def _family_of(ind: dict) -> str:
-    return ind.get("family", "optimizer")
 
 
 def _print_description(description: Description, with_latex: bool, pruned: bool) -> None:
@@ -846,7 +862,7 @@ def _target(target: str, family: str, db_path: Path,
     if target.isdigit():
         with open_existing(db_path) as store:
             ind = _with_evaluations(store, store.individual(_record_id(target)))
-        return _family_of(ind), f"individual {target}", parse_program(ind["text"]), None, ind
+        return ind["family"], f"individual {target}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
         if target in KNOWN or target in KNOWN_LAYERS:
             click.echo(f"note: {target} is a file here and the name of a known program: "
@@ -1061,10 +1077,7 @@ def _task_detail(task: str, r: dict) -> str:
               help="Tier the searches score every candidate at.")
 @click.option("--tasks", default="", help="Comma-separated search tasks "
               "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
-@click.option("--ops", "op_spec", default="all", show_default=True,
-              help="Ops mutation and random programs may use: 'all', a named set "
-                   "('lion': the released Lion search space's 45 functions, without the "
-                   "Lion-K maps), or comma-separated op names.")
+@ops_option
 @neutral_option
 @restart_options
 @click.option("--random/--no-random", "random_baseline", default=True, show_default=True,
@@ -1155,6 +1168,10 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                              if r.found else "target not found"), highlight=False)
 
     started: list[int] = []  # the runs this study recorded, in order
+
+    def on_start(run_id: int) -> None:
+        started.append(run_id)
+        sigterm_as_ctrl_c()
     with open_for_runs(db_path) as store:
         try:
             line = StepLine(lambda text: bar.update(task, description=text))
@@ -1165,7 +1182,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                     random_baseline, compare, tiers, address, on_progress=progress,
                     on_run=finished, ops=ops, tier=tier, neutral=neutral,
                     restart_every=restart_every, restart_from=restart_from,
-                    on_start=started.append, on_step=line.step)
+                    on_start=on_start, on_step=line.step)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:
@@ -1225,7 +1242,7 @@ def _print_rediscovery(report, db_path: Path) -> None:
             str(r.evaluated_by_then if r.found else r.evaluated),
             f"{(r.seconds_by_then if r.found else r.seconds):.0f}",
             fmt(r.fitness if r.found else r.best_fitness),
-            f"{r.ratio_to_start:.3f} ({r.compare_tier})" if r.ratio_to_start else "-",
+            "-" if r.ratio_to_start is None else f"{r.ratio_to_start:.3f} ({r.compare_tier})",
             str(len(r.lineage) - 1) + " mutations" if r.lineage else "-")
     show_table(table)
     for r in report.runs:

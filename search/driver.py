@@ -38,7 +38,7 @@ from .evolution import (
     make_random,
 )
 from .ranking import distinct_functions, functionally_distinct
-from .workers import RETRYABLE, evaluate_remote, start_ray
+from .workers import RETRYABLE, evaluate_remote, lost_worker, start_ray
 
 # Re-submissions of one candidate after its worker died, on top of Ray's own retries.
 MAX_LOST = 3
@@ -244,17 +244,18 @@ def _join(address: str | None) -> dict:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).split(". ")[0].rstrip(".")
         raise SearchError(f"cannot join the Ray cluster at {shown}: {first}") from None
-    _sigterm_as_ctrl_c()
     return cluster
 
 
-def _sigterm_as_ctrl_c() -> None:
-    """Make SIGTERM (``kill``, a cluster scheduler) stop the driver as Ctrl-C does.
+def sigterm_as_ctrl_c() -> None:
+    """Make SIGTERM (``kill``, a cluster scheduler) stop the driver as Ctrl-C does, for
+    the rest of the process: for a command, called once Ray is up.
 
     Ray's driver answers SIGTERM with ``sys.exit`` after its C++ handler prints a stack
     dump, and a search stopped that way was marked failed. Raising ``Interrupted``
     instead ends the run 'interrupted' and lets the command print how to resume it.
-    Only the main thread can install handlers.
+    (While ``Search.run`` searches, SIGTERM is handled as Ctrl-C anyway.) Only the main
+    thread can install handlers.
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -491,20 +492,20 @@ class Search:
         birth = self.in_flight.pop(ref)
         try:
             reply = ray.get(ref)
-        except RETRYABLE as exc:
-            # The worker or its node died, not the candidate (Ray has already retried
-            # the task on its own): evaluate it again elsewhere, unless it keeps
-            # killing workers, in which case it is recorded as failed.
+        except (*RETRYABLE, ray.exceptions.RayTaskError) as exc:
+            if not lost_worker(exc):
+                # The evaluation itself raised: the candidate's fault, recorded as failed.
+                self._finish(birth, _failure(_raised(exc)))
+                return
+            # The worker, its node or its device memory failed, not the candidate (Ray
+            # has already retried a dead worker's task on its own): evaluate it again,
+            # unless it keeps failing so, in which case it is recorded as failed.
             self.lost[birth] = self.lost.get(birth, 0) + 1
             if self.lost[birth] <= MAX_LOST:
                 self._submit(self.pending[birth])
                 return
             self._finish(birth, _failure(f"worker lost {self.lost[birth]} times: "
-                                                f"{type(exc).__name__}"))
-            return
-        except ray.exceptions.RayTaskError as exc:
-            # The evaluation itself raised: the candidate's fault, recorded as failed.
-            self._finish(birth, _failure(_raised(exc)))
+                                                f"{_cause_name(exc)}"))
             return
         result = reply["result"]
         self._finish(birth, Outcome(
@@ -557,15 +558,16 @@ class Search:
                 ind, lost = waiting.pop(done)
                 try:
                     reply = ray.get(done)
-                except RETRYABLE as exc:
-                    if lost < MAX_LOST:
+                except (*RETRYABLE, ray.exceptions.RayTaskError) as exc:
+                    if not lost_worker(exc):
+                        rows = [_failed_row(key, tier, _raised(exc))]
+                    elif lost < MAX_LOST:
                         ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
                         waiting[ref] = (ind, lost + 1)
                         continue
-                    rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
-                                                   f"{type(exc).__name__}")]
-                except ray.exceptions.RayTaskError as exc:
-                    rows = [_failed_row(key, tier, _raised(exc))]
+                    else:
+                        rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
+                                                       f"{_cause_name(exc)}")]
                 else:
                     result = reply["result"]
                     rows = _evaluation_rows(reply["evaluations"])
@@ -720,6 +722,12 @@ def _failed_row(task: str, tier: str, reason: str) -> dict[str, Any]:
     """An evaluation record for a promotion that could not be scored."""
     return {"task": task, "tier": tier, "fitness": None, "status": "failed",
             "metrics": {"reason": reason}, "seconds": 0.0}
+
+
+def _cause_name(exc: BaseException) -> str:
+    """The name of what went wrong: the error an evaluation raised, or Ray's own."""
+    cause = getattr(exc, "cause", None)
+    return type(cause if cause is not None else exc).__name__
 
 
 def _raised(exc: ray.exceptions.RayTaskError) -> str:

@@ -79,9 +79,6 @@ class AgingPopulation:
                                           self.members[i].birth))
         return self.members[best]
 
-    def best(self) -> Member | None:
-        return max(self.members, key=lambda m: _score(m.fitness), default=None)
-
     def restart(self, member: Member) -> None:
         """Empty the population but for ``member``: the search goes on from it alone."""
         self.members.clear()

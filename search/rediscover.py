@@ -313,7 +313,7 @@ def _transfer(store: Store, target: Target, reports: list[RunReport],
     evolved = [r for r in reports if r.strategy == "evolution"]
     found = [r for r in evolved if r.found]
     if found:
-        best = max(found, key=lambda r: r.fitness or -math.inf)
+        best = max(found, key=lambda r: -math.inf if r.fitness is None else r.fitness)
         candidate_id = best.individual_id
     else:
         runs = [r for r in evolved if r.best_fitness is not None]

@@ -14,8 +14,9 @@ import ray
 
 from ..programs.program import parse_program
 
-# Failures that end a worker rather than an error the evaluation raised: the candidate is
-# re-queued, a bounded number of times (the driver's MAX_LOST).
+# Failures that end a worker rather than an error the evaluation raised. Ray itself runs
+# a task whose worker died up to 3 more times (``max_retries`` below); after that the
+# driver re-queues the candidate, at most MAX_LOST times, then records it as failed.
 RETRYABLE = (
     ray.exceptions.WorkerCrashedError,
     ray.exceptions.NodeDiedError,
@@ -29,6 +30,16 @@ RETRYABLE = (
     ray.exceptions.OutOfMemoryError,
     ray.exceptions.OutOfDiskError,
 )
+
+
+def lost_worker(exc: BaseException) -> bool:
+    """Whether an evaluation's failure says nothing of its program, so that it is run
+    again (a bounded number of times) rather than recorded: its worker or node died, or
+    the device ran out of memory, which evaluations sharing a GPU cause one another."""
+    import torch
+
+    return isinstance(exc, RETRYABLE) or isinstance(getattr(exc, "cause", None),
+                                                    torch.OutOfMemoryError)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:

@@ -429,10 +429,6 @@ class Store:
             updates["finished"] = _now()
         self._update_run(run_id, updates)
 
-    def update_run_config(self, run_id: int, config: dict) -> None:
-        """Replace the run's config (e.g. to record options resolved after start)."""
-        self._update_run(run_id, {"config": _dumps(config)})
-
     def _update_run(self, run_id: int, updates: dict[str, Any]) -> None:
         with self.transaction():
             self._require_run(run_id)
@@ -547,7 +543,7 @@ class Store:
         """The run's best distinct programs: one row per hash, best fitness first.
 
         Each row is the program's best individual (earliest on ties) plus ``copies``,
-        how many individuals of the run had that program.
+        how many of the run's scored (ok) individuals had that program.
         """
         self._require_run(run_id)
         rows = self.db.query("""

@@ -402,7 +402,7 @@ def test_output_files_are_checked_first_and_a_database_is_never_overwritten(sear
                           ("1,01", "distinct run ids")):
         assert_clean_error(invoke("rediscover", "lion", "--runs", runs, "--db", db),
                            message)
-    for name in ("1bad", "class", "torch", "_hidden"):
+    for name in ("1bad", "class", "torch", "_hidden", "abs"):
         assert_clean_error(invoke("export", "lion", "-o", tmp_path / "x.py", "--name", name),
                            "cannot name a class")
     assert not (tmp_path / "x.py").exists()

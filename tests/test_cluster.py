@@ -49,12 +49,13 @@ def test_two_searches_and_readers_share_one_db(tmp_path, ray_local):
     db = tmp_path / "shared.db"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     address = ray.get_runtime_context().gcs_address
+    # The second leaves --parallel to the cluster's size, and is told so.
     procs = [subprocess.Popen(
         [sys.executable, "-m", "evoprog", "search", "optimizer", "--budget", str(BUDGET),
-         "--population", "6", "--parallel", "2", "--seed", str(seed), "--quiet",
+         "--population", "6", *parallel, "--seed", str(seed), "--quiet",
          "--address", address, "--db", str(db)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True) for seed in (1, 2)]
+        start_new_session=True) for seed, parallel in ((1, ["--parallel", "2"]), (2, []))]
     reads = 0
     try:
         deadline = time.monotonic() + 120
@@ -84,6 +85,8 @@ def test_two_searches_and_readers_share_one_db(tmp_path, ray_local):
                 p.kill()
                 p.wait(timeout=10)
     assert [p.returncode for p in procs] == [0, 0], outs
+    assert "note: --parallel is 8, from the CPUs the cluster has now" in outs[1], outs[1]
+    assert "note: --parallel" not in outs[0], outs[0]
     assert reads > 0, "the searches ended before anything could be read"
     runs = invoke("runs", "--json", "--db", db)
     assert [(r["status"], r["individuals"]) for r in runs] == [("finished", BUDGET)] * 2

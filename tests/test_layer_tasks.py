@@ -7,9 +7,11 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from evoprog.evaluators.layer_tasks import LAYER_TASKS, LayerSettings, LayerTask
 from evoprog.programs.known import get_known
+from evoprog.programs.layer_space import LayerSpace
 from evoprog.programs.program import parse_program
 
 # One thread each, as search workers evaluate: two threads on a busy two-core machine
@@ -103,3 +105,12 @@ def test_scores_average_one_training_run_per_seed():
     assert both.metrics["seed_scores"] == {"plain": [single[0], single[1]]}
     assert both.fitness == pytest.approx((single[0] + single[1]) / 2)
     assert LAYER_TASKS["digits_layers"]("B").settings.seeds == (0, 1)
+
+
+def test_running_out_of_device_memory_is_raised_not_blamed_on_the_layer(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(LayerTask, "_train", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        LayerTask(settings=SMALL).evaluate(LayerSpace.seed())

@@ -346,6 +346,6 @@ def test_renamed_variables_stay_distinct_from_the_programs_own(tmp_path, text):
 
 
 def test_export_refuses_a_class_name_the_file_needs():
-    for name in ("nn", "torch", "class", "_Layer"):
+    for name in ("nn", "torch", "class", "_Layer", "max", "len"):
         with pytest.raises(ProgramError, match="cannot name a class"):
             export_layer(LayerSpace.seed(), name)

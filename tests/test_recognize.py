@@ -54,16 +54,30 @@ def test_scaled_state_and_scaled_sign_argument_are_still_lion():
     assert r.constants["beta2"] == pytest.approx(0.99)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("adamw_paper", "adamw_paper"), ("adamw", "adamw"), ("adam", "adam"),
-    ("sgd", "sgd"), ("momentum", "momentum"), ("signsgd", "signsgd"),
-    ("signum", "signum"),
-])
-def test_known_programs_are_recognized_with_their_defaults(name, expected):
+@pytest.mark.parametrize("name", list(KNOWN))
+def test_known_programs_are_recognized_with_their_defaults(name):
     r = S.recognize(KNOWN[name].program())
-    assert r is not None and r.name == expected
+    assert r is not None and r.name == name
     defaults = KNOWN[name].defaults
     assert r.constants == pytest.approx({k: defaults[k] for k in r.constants}, rel=1e-6)
+
+
+@pytest.mark.parametrize("text, name, constants", [
+    # RMSprop with its average of g^2 kept in m at 4x the textbook scale.
+    ("m2 = m * 0.9\ng2 = square(g)\ng2 = g2 * 0.4\nm = m2 + g2\nr = sqrt(m)\n"
+     "r = r + 2e-6\nupdate = g / r\nlr = lr * 0.006\nupdate = update * lr",
+     "rmsprop", {"alpha": 0.9, "eps": 1e-6, "lr": 0.003}),
+    # PowerSign with the agreement written as one sign of a product.
+    ("m = interp(g, m, 0.8)\nt = g * m\nt = sign(t)\nt = exp(t)\nupdate = t * g\n"
+     "lr = lr * 0.2\nupdate = update * lr", "powersign", {"beta": 0.8, "lr": 0.2}),
+    ("m = interp(g, m, 0.95)\nt = sign(g)\nu = sign(m)\nt = t * u\nt = t + 2.0\n"
+     "update = t * g\nlr = lr * 0.05\nupdate = update * lr", "addsign",
+     {"beta": 0.95, "alpha": 2.0, "lr": 0.05}),
+])
+def test_rmsprop_and_the_agreement_optimizers_written_otherwise(text, name, constants):
+    r = S.recognize(parse_program(text))
+    assert r is not None and r.name == name
+    assert r.constants == pytest.approx(constants, rel=1e-4)
 
 
 def test_seed_and_other_programs():

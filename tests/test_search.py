@@ -145,3 +145,81 @@ def test_ctrl_c_during_the_search_stops_it_and_restores_the_handler(tmp_path, ra
         assert store.run(search.run_id)["status"] == "interrupted"
         assert 3 <= len(store.individuals(search.run_id)) < 24
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_running_out_of_device_memory_is_not_the_programs_failure(tmp_path, ray_local):
+    """Evaluations that share a GPU can run one another out of memory: an evaluation
+    that raises torch's OutOfMemoryError is run again, and only a program that keeps
+    doing so is recorded as failed, as a lost worker, with no evaluation rows that a
+    later run's cache could serve."""
+    import hashlib
+
+    import ray
+    import torch
+
+    from evoprog.evaluators.result import EvalResult
+    from evoprog.search.workers import lost_worker
+
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    always = "update = g * 0.001"  # a program that runs out every time
+
+    @ray.remote
+    def runs_out_of_memory_first(program_text, tasks, tier="A"):
+        mark = attempts / hashlib.sha256(program_text.encode()).hexdigest()
+        if program_text.strip() == always or not mark.exists():
+            mark.touch()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        result = EvalResult(0.5, "ok", None, {}, 0.01)
+        return {"result": result.to_dict(), "worker": "test",
+                "evaluations": [{"task": tasks[0], "tier": tier, **result.to_dict()}]}
+
+    @ray.remote
+    def raises_value_error():
+        raise ValueError("the program's own error")
+
+    with pytest.raises(ray.exceptions.RayTaskError) as out_of_memory:
+        ray.get(runs_out_of_memory_first.remote(always, ["digits_mlp"]))
+    with pytest.raises(ray.exceptions.RayTaskError) as own_error:
+        ray.get(raises_value_error.remote())
+    assert lost_worker(out_of_memory.value) and not lost_worker(own_error.value)
+
+    with Store.open(tmp_path / "oom.db") as store:
+        search = Search.start(store, SearchConfig(budget=4, population=4, tournament=2,
+                                                  parallel=2))
+        search.evaluate = runs_out_of_memory_first
+        search.run()
+        rows = store.individuals(search.run_id)
+        assert [row["status"] for row in rows] == ["ok"] * 4  # each ran out once, then ran
+        assert all(row["fitness"] == 0.5 for row in rows)
+
+        search = Search.start(store, SearchConfig(budget=1, population=1, tournament=1,
+                                                  parallel=1))
+        search.space = dataclasses.replace(OptimizerSpace, seed_text=always)
+        search.evaluate = runs_out_of_memory_first
+        with pytest.raises(Exception, match="seed program"):
+            search.run()
+        (seed,) = store.individuals(search.run_id)
+        assert seed["status"] == "failed"
+        assert seed["reason"] == "worker lost 4 times: OutOfMemoryError"
+        assert store.cached_result("optimizer", seed["program_hash"], ["digits_mlp"],
+                                   "A") is None
+
+
+def test_a_search_run_from_python_leaves_the_sigterm_handler_as_it_was(tmp_path,
+                                                                        ray_local):
+    """Only the command line turns SIGTERM into Ctrl-C for good; a program that runs a
+    search keeps its own handler."""
+    import signal
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with Store.open(tmp_path / "s.db") as store:
+            Search.start(store, SearchConfig(budget=2, population=2, tournament=1,
+                                             parallel=2)).run()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

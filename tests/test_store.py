@@ -67,13 +67,12 @@ def test_runs_with_counts(store: Store):
     add(store, first, 4, "h3", seed, fitness=None, status="rejected", reason="too long")
     add(store, first, 5, "h4", seed, fitness=None, status="failed", reason="nan loss")
     store.set_run_status(first, "finished", finished=True)
-    store.update_run_config(first, {"tiers": ["a"], "resumed": True})
 
     by_id = {run["id"]: run for run in store.runs()}
     run = by_id[first]
     assert run == store.run(first)
     assert run["family"] == "lion" and run["status"] == "finished" and run["finished"]
-    assert run["config"] == {"tiers": ["a"], "resumed": True}
+    assert run["config"] == {"tiers": ["a", "b"]}
     assert (run["individuals"], run["evaluated"], run["cache_hits"]) == (6, 5, 1)
     assert run["rejected"] == 3
     assert run["rejected_by_reason"] == {"too long": 2, "nan loss": 1}
@@ -284,8 +283,7 @@ def test_unknown_ids(store: Store):
     missing = run_id + 1
     for call in (lambda: store.run(missing), lambda: store.individuals(missing),
                  lambda: store.births(missing), lambda: store.top(missing, 3),
-                 lambda: store.set_run_status(missing, "failed"),
-                 lambda: store.update_run_config(missing, {})):
+                 lambda: store.set_run_status(missing, "failed")):
         with pytest.raises(StoreError, match=f"no run {missing} in .*runs.db"):
             call()
     with pytest.raises(StoreError, match=f"no run {missing}"):

@@ -12,7 +12,6 @@ from conftest import comparable
 from torch import nn
 
 from evoprog.evaluators import (
-    DEFAULT_SUITE,
     TASKS,
     TIERS,
     Filters,
@@ -50,7 +49,7 @@ def test_probe_checks_override_keeps_the_tiers_other_filters(cls):
 
 
 def test_registry_tiers_and_suite():
-    assert set(DEFAULT_SUITE) <= set(TASKS) == {"digits_mlp", "digits_cnn", "char_lm"}
+    assert set(TASKS) == {"digits_mlp", "digits_cnn", "char_lm"}
     for name in TASKS:
         tasks = [get_task(name, tier) for tier in TIERS]
         assert [(t.name, t.tier) for t in tasks] == [(name, tier) for tier in TIERS]
@@ -289,3 +288,16 @@ def test_seed_reference_is_kept_per_tier(monkeypatch):
     monkeypatch.setattr(CharLM, "run", run)
     assert (tier_a.seed_metric(), tier_b.seed_metric()) == (1.0, 2.0)
     assert calls == ["A", "B"]
+
+
+def test_running_out_of_device_memory_is_raised_not_blamed_on_the_program(monkeypatch):
+    """The trainer records what a program does wrong as its failure, but not the
+    device running out of memory: that is raised, for the search to run it again."""
+    from evoprog.programs.interpreter import CompiledProgram
+
+    def out_of_memory(self, env):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(CompiledProgram, "__call__", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        DigitsMLP(steps=2).evaluate(KNOWN["adamw"].program())
