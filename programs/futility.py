@@ -1,10 +1,12 @@
 """Update rules that cannot train, told apart on the fingerprint probe before training.
 
 The dataflow check of a space (``update`` must depend on ``g``) misses rules that read
-``g`` but cannot follow it. Four such signs are read off the pruned program's updates
+``g`` but cannot follow it. Five such signs are read off the pruned program's updates
 on the probe (``fingerprint.PROBE``: gradient magnitudes from 1e-4 to 1e2, four steps
 with the state carried and ``w -= update``):
 
+- **zero**: every update is below ``fingerprint.ZERO`` (1e-12), which no float32 weight
+  notices (``g * 0.0``, or Lion with a learning rate of 1e-13);
 - **sign-blind**: the updates stay the same when every gradient is negated (``g * g``,
   ``abs(g)``, ``g - g``), so the rule moves the weights the same way whichever way the
   loss falls;
@@ -31,7 +33,7 @@ from dataclasses import replace
 
 import torch
 
-from .fingerprint import PROBE, Probe, quantized_bytes, updates
+from .fingerprint import PROBE, ZERO, Probe, quantized_bytes, updates
 from .program import Program
 
 BLOW_UP = 1e3
@@ -43,6 +45,8 @@ NEGATED: Probe = replace(PROBE, grads=tuple(-g for g in PROBE.grads))
 def futile_reason(program: Program, state: tuple[str, ...]) -> str | None:
     """Why the pruned update rule ``program`` cannot train, or None when it may."""
     ups = updates(program, state)  # (steps, rows, values)
+    if bool((ups.abs() < ZERO).all()):
+        return f"the update is below {ZERO:g} at every probe step"
     if quantized_bytes(ups)[0] == quantized_bytes(updates(program, state, NEGATED))[0]:
         return "the update ignores the sign of g"
     if bool(((ups * torch.stack(PROBE.grads)).sum(-1) < 0).all()):

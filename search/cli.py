@@ -786,7 +786,8 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         print_json([{"name": k.name, "class": k.class_name, "family": k.family,
                      "hyperparameters": k.defaults, "description": k.description,
-                     "program": str(k.template_program())} for k in chosen])
+                     "program": str(k.program()),
+                     "template": str(k.template_program())} for k in chosen])
         return
     if names:
         for k in chosen:
@@ -794,7 +795,7 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
             console.print(f"[bold]{k.name}[/bold] ({k.family}, {k.class_name}): "
                           f"{k.description}" + (f"\n{values}" if values else "") + "\n",
                           highlight=False)
-            console.print(str(k.template_program()) + "\n", highlight=False, markup=False)
+            console.print(str(k.program()) + "\n", highlight=False, markup=False)
         return
     table = Table("name", "family", "class", "hyperparameters", "description")
     for k in chosen:

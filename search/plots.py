@@ -99,8 +99,10 @@ def _plot_front(ax, scored: list[dict]) -> None:
     ys = [s.get(keys[1], float("nan")) for s in scores]
     ax.scatter(xs, ys, s=8, color="0.65", label="individual")
     points = sorted((xs[i], ys[i]) for i in front)
+    # Copies of one program (cache hits) share its scores: count each point once.
+    distinct = {tuple(sorted(scores[i].items())) for i in front}
     ax.plot(*zip(*points, strict=True), "o", color="tab:red", ms=6,
-            label=f"Pareto front over {len(keys)} scores ({len(front)})")
+            label=f"Pareto front over {len(keys)} scores ({len(distinct)})")
     ax.set_xlabel(keys[0])
     ax.set_ylabel(keys[1])
     ax.set_title("per-task scores")

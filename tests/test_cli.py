@@ -30,8 +30,8 @@ def searched(tmp_path_factory, ray_local):
     return db, result
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
 
 
 def first_column(output: str) -> list[str]:
@@ -155,9 +155,13 @@ def test_known_lists_library():
     assert "Lion" in invoke("known").output
     shown = invoke("known", "lion", "evonorm_s0")
     assert shown.exit_code == 0, shown.output
-    assert "c = interp(g, m, beta1)" in shown.output and "update = sign(c)" in shown.output
     assert "beta1=0.9" in shown.output and "sigmoid" in shown.output
-    assert [k["name"] for k in json.loads(invoke("known", "lion", "--json").output)] == ["lion"]
+    # the text a search writes, which the other commands read back
+    assert "lr = lr * 0.0001\nc = interp(g, m, 0.9)\nupdate = sign(c)" in shown.output
+    (lion,) = json.loads(invoke("known", "lion", "--json").output)
+    assert lion["name"] == "lion" and "c = interp(g, m, beta1)" in lion["template"]
+    analyzed = json.loads(invoke("analyze", "-", "--json", input=lion["program"]).output)
+    assert analyzed["recognized"]["family"] == "lion"
     assert_clean_error(invoke("known", "lino"), "no known program lino")
 
 

@@ -520,3 +520,30 @@ def test_foreach_path_runs_multi_tensor_kernels_and_falls_back_when_steps_differ
     assert max_diff(got, want) < 1e-6
     optimizer = cls([torch.zeros(2, requires_grad=True)])
     assert optimizer.param_groups[0]["foreach"] is None  # chosen per step: GPU or not
+
+
+@pytest.mark.parametrize("name, state", [("sgd", None), ("lion", "state ``m`` starts"),
+                                         ("adam", "state ``m``, ``v`` start")])
+def test_the_docstring_names_only_the_state_the_optimizer_keeps(name, state):
+    text = " ".join(export_known(KNOWN[name]).split())
+    assert "Each step computes ``update``" in text
+    if state is None:
+        assert "state ``" not in text
+    else:
+        assert f"{state} at zero" in text
+
+
+@pytest.mark.parametrize("source", [
+    export_known(KNOWN["lion"]),  # a step() that loops over the parameters
+    export_program(parse_program("n = global_norm(g)\nupdate = g / n\n"  # a flat one
+                                 "update = update * lr")),
+])
+def test_sparse_gradients_are_refused_with_a_clear_error(tmp_path, source):
+    assert ("_flatten(" in source) == ("global_norm" in source)
+    cls = exported_class(source, tmp_path)
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    before = embedding.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        cls(embedding.parameters()).step()
+    assert torch.equal(embedding.weight, before)

@@ -80,6 +80,15 @@ def test_rmsprop_and_the_agreement_optimizers_written_otherwise(text, name, cons
     assert r.constants == pytest.approx(constants, rel=1e-4)
 
 
+@pytest.mark.parametrize("lr", [1e-4, 1e-9, 1e-13])
+def test_the_tolerance_scales_with_the_learning_rate(lr):
+    """Updates far below the old absolute tolerance are still told apart: Lion with a
+    tiny learning rate is Lion, not Signum."""
+    r = S.recognize(KNOWN["lion"].program(lr=lr))
+    assert r is not None and r.name == "lion"
+    assert r.constants["lr"] == pytest.approx(lr)
+
+
 def test_seed_and_other_programs():
     r = S.recognize(S.seed())
     assert r.name == "adamw_paper" and r.constants["beta2"] == pytest.approx(0.999)
