@@ -73,19 +73,42 @@ NUMBER = re.compile(r"[-+]?[\d.,]+(e[-+]?\d+)?%?\*?")
 def show_table(table: Table) -> None:
     """Print a table so that nothing in it is cut short on a narrow terminal (a fitness
     must never show as "0.9…"): a table that does not fit loses its borders and padding,
-    numbers stay whole, and headers and text fold onto more lines."""
+    columns of numbers keep each number on one line, and text and the headers there is
+    no room for fold onto more lines."""
     for column in table.columns:
         column.overflow = "fold"
     unbounded = console.options.update_width(100_000)
     if Measurement.get(console, unbounded, table).maximum > console.width:
-        table.box, table.padding, table.pad_edge = box.SIMPLE, (0, 1, 0, 0), False
+        table.box, table.padding, table.pad_edge = box.SIMPLE, (0, 0, 0, 0), False
         table.show_edge = False
+        numbers = []  # (column, its widest number, its header's longest word)
         for column in table.columns:
             cells = [str(cell) for cell in column.cells]
             if cells and all(NUMBER.fullmatch(c) or c == "-" for c in cells):
-                header = max(map(len, str(column.header).split()), default=0)
-                column.width = max(*map(len, cells), header if header <= 6 else 0)
+                column.width = max(map(len, cells))
+                numbers.append((column, column.width,
+                                max(map(len, str(column.header).split()))))
+        # Widen them to their headers, cheapest first, while the table still fits (with a
+        # column to spare): a header folds only where the terminal leaves no room.
+        for column, number, header in sorted(numbers, key=lambda n: n[2] - n[1]):
+            if header <= number:
+                continue
+            column.width = header
+            if _narrowest(table) >= console.width:
+                column.width = number
+                break
     console.print(table)
+
+
+def _narrowest(table: Table) -> int:
+    """How narrow a borderless ``show_table`` table can fold: each column as wide as its
+    set width or its longest word, and a space between columns."""
+    def longest_word(text: object) -> int:
+        return max((len(word) for word in str(text).split()), default=1)
+
+    return sum(column.width or max(longest_word(column.header),
+                                   *map(longest_word, column.cells))
+               for column in table.columns) + len(table.columns) - 1
 
 
 class UserError(click.ClickException):
