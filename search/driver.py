@@ -271,11 +271,33 @@ def _check_reachable(address: str) -> None:
         raise SearchError(f"cannot join the Ray cluster at {address}: an address is "
                           "HOST:PORT (the head's GCS port, 6379 unless set), or auto")
     try:
-        socket.create_connection((host.strip("[]"), int(port)),
-                                 timeout=CONNECT_SECONDS).close()
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=CONNECT_SECONDS) as connection:
+            speaks = _speaks_grpc(connection)
     except OSError as exc:
         raise SearchError(f"cannot join the Ray cluster at {address}: nothing answers "
                           f"there ({exc.strerror or exc})") from None
+    if not speaks:
+        raise SearchError(f"cannot join the Ray cluster at {address}: something answers "
+                          "there, but not a Ray head (its GCS port is 6379 unless set; "
+                          "the dashboard's 8265 and the client's 10001 are other ports)")
+
+
+# An HTTP/2 client's opening (RFC 9113): the connection preface and an empty SETTINGS
+# frame. A Ray head's GCS, a gRPC server, answers with a SETTINGS frame of its own.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_grpc(connection: socket.socket) -> bool:
+    """Whether the server behind ``connection`` answers as an HTTP/2 (gRPC) server does,
+    within CONNECT_SECONDS. Otherwise Ray would retry it for minutes, printing warnings."""
+    connection.settimeout(CONNECT_SECONDS)
+    connection.sendall(_HTTP2_PREFACE)
+    try:
+        frame = connection.recv(9)
+    except TimeoutError:
+        return False
+    return len(frame) == 9 and frame[3] == 4  # a frame header of type SETTINGS
 
 
 class Search:

@@ -464,6 +464,44 @@ def test_addresses_that_cannot_be_a_cluster_fail_at_once():
         result.stderr
 
 
+def test_a_port_where_something_else_answers_fails_in_seconds(monkeypatch):
+    """A wrong port (a service that never answers as Ray does, or one that speaks
+    HTTP/1) is one error within CONNECT_SECONDS, where Ray itself would retry for
+    minutes; a real Ray head passes the check."""
+    import threading
+
+    import evoprog.search.driver as driver
+    from evoprog.search.workers import start_ray
+
+    monkeypatch.setattr(driver, "CONNECT_SECONDS", 0.5)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    replies = [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"]  # silent, then HTTP/1
+
+    def serve():
+        for reply in replies:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(64)
+                if reply:
+                    connection.sendall(reply)
+                else:
+                    connection.recv(64)  # until the client gives up
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        for _ in replies:
+            with pytest.raises(driver.SearchError, match="something answers there, but "
+                                                         "not a Ray head"):
+                driver._check_reachable(f"127.0.0.1:{port}")
+    finally:
+        server.join(timeout=5)
+        listener.close()
+    start_ray(num_cpus=2)
+    driver._check_reachable(ray.get_runtime_context().gcs_address)  # no error
+
+
 def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
     for value in ("nan", "inf", "-1", "0", "soon"):
         assert_clean_error(invoke("search", "optimizer", "--time", value, "--db",
