@@ -273,7 +273,9 @@ def _check_reachable(address: str) -> None:
     try:
         with socket.create_connection((host.strip("[]"), int(port)),
                                       timeout=CONNECT_SECONDS) as connection:
-            speaks = _speaks_grpc(connection)
+            # A cluster with TLS on opens with a TLS handshake: leave it to Ray.
+            tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+            speaks = tls or _speaks_grpc(connection)
     except OSError as exc:
         raise SearchError(f"cannot join the Ray cluster at {address}: nothing answers "
                           f"there ({exc.strerror or exc})") from None

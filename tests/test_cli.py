@@ -500,6 +500,9 @@ def test_a_port_where_something_else_answers_fails_in_seconds(monkeypatch):
         listener.close()
     start_ray(num_cpus=2)
     driver._check_reachable(ray.get_runtime_context().gcs_address)  # no error
+    monkeypatch.setenv("RAY_USE_TLS", "1")  # a TLS handshake comes first: Ray's to judge
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        driver._check_reachable(f"127.0.0.1:{silent.getsockname()[1]}")
 
 
 def test_options_and_paths_a_search_cannot_use_are_one_error(tmp_path):
