@@ -536,6 +536,9 @@ def runs(as_json: bool, db_path: Path) -> None:
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        click.echo(f"no runs in {db_path} yet")
+        return
     table = Table("id", "family", "status", "budget", "generated", "evaluated",
                   "cache hits", "rejected", "redundant", "best", "created")
     for r in rows:

@@ -365,6 +365,13 @@ def test_missing_and_foreign_databases(tmp_path):
     garbage.write_text("this is not sqlite at all" * 100)
     assert_clean_error(invoke("runs", "--db", garbage), "not")
 
+    empty = tmp_path / "empty.db"
+    Store.open(empty).close()
+    listed = invoke("runs", "--db", empty)
+    assert (listed.exit_code, listed.output) == (0, f"no runs in {empty} yet\n")
+    assert json.loads(invoke("runs", "--json", "--db", empty).output) == []
+    assert_clean_error(invoke("top", "--db", empty), "no runs in")
+
 
 def test_malformed_program_and_unknown_name(tmp_path):
     bad = tmp_path / "bad.txt"
