@@ -252,6 +252,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
 def cli() -> None:
     """Discover optimizers and normalization-activation layers by evolving symbolic
     programs."""
+    sigterm_as_ctrl_c()  # SIGTERM (kill, a scheduler) stops every command as Ctrl-C does
 
 
 # -- search ------------------------------------------------------------------------------
@@ -1343,6 +1344,14 @@ def _best_lr_multiple(ind: dict) -> float:
 def main() -> None:
     try:
         cli(prog_name="evoprog")
-    except KeyboardInterrupt:  # before a command's own handling starts (imports)
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # before a command's own handling starts (imports)
+        word, code = _stopped_by(exc)
+        click.echo(f"{word}.", err=True)
+        sys.exit(code)
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        # Ray's own SIGTERM handler, in place while Ray starts (before the command's
+        # is installed again): nothing was searched yet.
+        click.echo("Terminated while Ray started; nothing was searched.", err=True)
+        sys.exit(128 + signal.SIGTERM)

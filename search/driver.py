@@ -248,8 +248,9 @@ def _join(address: str | None) -> dict:
 
 
 def sigterm_as_ctrl_c() -> None:
-    """Make SIGTERM (``kill``, a cluster scheduler) stop the driver as Ctrl-C does, for
-    the rest of the process: for a command, called once Ray is up.
+    """Make SIGTERM (``kill``, a cluster scheduler) stop the process as Ctrl-C does, for
+    the rest of the process: for a command, at its start and again once Ray is up
+    (``ray.init`` installs a handler of its own).
 
     Ray's driver answers SIGTERM with ``sys.exit`` after its C++ handler prints a stack
     dump, and a search stopped that way was marked failed. Raising ``Interrupted``

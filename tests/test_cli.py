@@ -708,27 +708,35 @@ def test_gpus_asked_of_a_machine_without_them_is_one_clear_error(tmp_path, ray_l
     assert "Traceback" not in result.output
 
 
-def test_ctrl_c_during_evaluate_shows_what_was_scored(monkeypatch):
-    """Ctrl-C while the second of three programs trains: the first one's result is
-    printed, then one line, exit code 130, no traceback."""
+@pytest.mark.parametrize("signum, word, code", [(2, "Interrupted", 130),
+                                                (15, "Terminated", 143)])
+def test_ctrl_c_or_sigterm_during_evaluate_shows_what_was_scored(monkeypatch, signum, word,
+                                                                 code):
+    """Ctrl-C (or SIGTERM, as a scheduler sends) while the second of three programs
+    trains: the first one's result is printed, then one line, the shell's exit code for
+    the signal, no traceback."""
     import signal
 
     import evoprog.evaluators.suite as suite
 
     real, calls = suite.evaluate_suite, []
 
-    def ctrl_c_during_the_second(*args, **kwargs):
+    def signal_during_the_second(*args, **kwargs):
         calls.append(args)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C, while it trains
+            os.kill(os.getpid(), signum)  # as a user's Ctrl-C or a kill, while it trains
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(suite, "evaluate_suite", ctrl_c_during_the_second)
-    result = invoke("evaluate", "adamw_paper", "lion", "sgd", "--json")
-    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(suite, "evaluate_suite", signal_during_the_second)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        result = invoke("evaluate", "adamw_paper", "lion", "sgd", "--json")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output and "Aborted" not in result.output
     assert [row["target"] for row in json.loads(result.stdout)] == ["adamw_paper"]
-    assert ("Interrupted while training lion (1 of 3 scored, above). evaluate writes "
+    assert (f"{word} while training lion (1 of 3 scored, above). evaluate writes "
             "nothing to the database, so nothing recorded was lost.") in result.stderr
 
 
