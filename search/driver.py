@@ -318,6 +318,10 @@ class Search:
         self.progress = Progress(budget=config.budget)
         self.restarts: Restarts[Member] = config.restarts(lambda m: m.fitness)
         self.recorded = {row["birth"]: row for row in store.individuals(run_id)}
+        # The run's searching so far, for each individual's ``elapsed``: a resumed run
+        # goes on from its last record, not counting the pause.
+        self.searched_before = max((row["elapsed"] or 0.0 for row in self.recorded.values()),
+                                   default=0.0)
         self.pending: dict[int, Pending] = {}
         self.results: dict[int, Outcome] = {}
         # Functional-equivalence cache within the run: fingerprint -> first birth.
@@ -547,7 +551,8 @@ class Search:
                 outcome.seconds, cache_hit=outcome.cache_hit, worker=outcome.worker,
                 discarded_invalid=item.discarded_invalid,
                 discarded_same=item.discarded_same, text=item.text,
-                evaluations=_evaluation_rows(outcome.evaluations))
+                evaluations=_evaluation_rows(outcome.evaluations),
+                elapsed=self.searched_before + time.perf_counter() - self.progress.started)
         self.results[birth] = outcome
         self._count(outcome)
         for dependent in self.waiting_on.pop(birth, []):

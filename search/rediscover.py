@@ -127,7 +127,9 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
     curve: list[tuple[int, float]] = []
     report = RunReport(run_id, config.seed, config.strategy, len(individuals), 0, 0,
                        0.0, None, status=run["status"], budget=config.budget)
+    searched = 0.0  # seconds, by the time each birth joined (see ``_searched``)
     for ind, population in population_replay(individuals, config):
+        searched = max(searched, _searched(ind, started))
         generated += 1 + int(ind.get("discarded_invalid") or 0) + \
             int(ind.get("discarded_same") or 0)
         evaluated += not ind["cache_hit"]
@@ -142,16 +144,24 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
             report.found, report.found_as = True, recognized[member["program_hash"]]
             report.individual_id, report.birth = member["id"], ind["birth"]
             report.generated_by_then, report.evaluated_by_then = generated, evaluated
-            report.seconds_by_then = (_time(ind["created"]) - started).total_seconds()
+            report.seconds_by_then = searched
             report.fitness = member["fitness"]
             report.pruned = member["pruned_text"]
             report.lineage = [r["mutation"] or "(seed)" for r in store.lineage(member["id"])]
     report.generated, report.evaluated = generated, evaluated
     report.best_fitness = None if best == -math.inf else best
-    if individuals:
-        report.seconds = (_time(individuals[-1]["created"]) - started).total_seconds()
+    report.seconds = max((_searched(ind, started) for ind in individuals), default=0.0)
     report.curve = curve
     return report
+
+
+def _searched(ind: dict, started: datetime) -> float:
+    """Seconds the run had searched when ``ind`` was recorded: its ``elapsed``, which
+    leaves out a pause between a stop and a resume; for files from before it was kept,
+    the wall time since the run was created (pause included, whole seconds)."""
+    if ind.get("elapsed") is not None:
+        return ind["elapsed"]
+    return (_time(ind["created"]) - started).total_seconds()
 
 
 def is_target(match: Recognition | None, target: Target) -> bool:

@@ -34,12 +34,15 @@ DISCARD_COLUMNS = ("discarded_invalid", "discarded_same")
 # (one row per pruned program) was first recorded with, i.e. where its dead code differs;
 # NULL where it is the same. Added to older files on their first write.
 OWN_TEXT = "own_text"
-_LATER_COLUMNS = (*DISCARD_COLUMNS, OWN_TEXT)
+# Per individual: seconds its run had searched when it was recorded, its drivers' wall
+# time with any pause between a stop and a resume left out; NULL in older files.
+ELAPSED = "elapsed"
+_LATER_COLUMNS = (*DISCARD_COLUMNS, ELAPSED, OWN_TEXT)
 
 
 _INDIVIDUAL_COLUMNS = ("run_id", "birth", "program_hash", "parent_id", "mutation", "status",
                        "reason", "fitness", "cache_hit", "metrics", "eval_seconds", "created",
-                       "worker", *DISCARD_COLUMNS)
+                       "worker", *DISCARD_COLUMNS, ELAPSED)
 # The own text goes last, as (text, program hash): stored only where it differs.
 _INSERT_INDIVIDUAL = (f"INSERT INTO individuals ({', '.join(_INDIVIDUAL_COLUMNS)}, {OWN_TEXT}) "
                       f"VALUES ({', '.join('?' * len(_INDIVIDUAL_COLUMNS))}, "
@@ -91,6 +94,7 @@ def _decode(row: dict, *json_columns: str) -> dict:
         row["cache_hit"] = bool(row["cache_hit"])
         for column in DISCARD_COLUMNS:  # absent from files not yet written to since
             row.setdefault(column, 0)
+        row.setdefault(ELAPSED, None)
     own_text = row.pop(OWN_TEXT, None)
     if own_text is not None and "text" in row:
         row["text"] = own_text
@@ -119,7 +123,7 @@ def _create_schema(db: Database) -> None:
         {"id": int, "run_id": int, "birth": int, "program_hash": str, "parent_id": int,
          "mutation": str, "status": str, "reason": str, "fitness": float, "cache_hit": int,
          "metrics": str, "eval_seconds": float, "created": str, "worker": str,
-         **{column: int for column in DISCARD_COLUMNS}, OWN_TEXT: str},
+         **{column: int for column in DISCARD_COLUMNS}, ELAPSED: float, OWN_TEXT: str},
         pk="id",
         not_null=["run_id", "birth", "program_hash", "status", "cache_hit", "created",
                   *DISCARD_COLUMNS],
@@ -143,12 +147,15 @@ def _create_schema(db: Database) -> None:
 
 def _add_later_columns(db: Database) -> None:
     """Give an individuals table made before them the discard counts (0 for the rows
-    already there: nothing was counted then) and the own text (NULL: recorded texts)."""
+    already there: nothing was counted then), the elapsed time (NULL: not measured) and
+    the own text (NULL: recorded texts)."""
     individuals = db.table("individuals")
     present = individuals.columns_dict
     for column in DISCARD_COLUMNS:
         if column not in present:
             individuals.add_column(column, int, not_null_default=0)
+    if ELAPSED not in present:
+        individuals.add_column(ELAPSED, float)
     if OWN_TEXT not in present:
         individuals.add_column(OWN_TEXT, str)
 
@@ -447,6 +454,7 @@ class Store:
         metrics: dict, eval_seconds: float, cache_hit: bool = False,
         worker: str | None = None, evaluations: Iterable[dict] = (),
         discarded_invalid: int = 0, discarded_same: int = 0, text: str | None = None,
+        elapsed: float | None = None,
     ) -> int:
         """Record an individual and its evaluations together, so a crash never leaves half.
 
@@ -456,7 +464,8 @@ class Store:
         been added first. ``text`` is the individual's own program text: kept only where
         it differs from the text the program was recorded with (other dead code), and
         then read back as its ``text``. A second individual with the same (run_id,
-        birth) raises StoreError and changes nothing.
+        birth) raises StoreError and changes nothing. ``elapsed``: the seconds the run
+        had searched by then (see ``ELAPSED``).
         """
         if status not in INDIVIDUAL_STATUSES:
             raise ValueError(f"status must be one of {INDIVIDUAL_STATUSES}, not {status!r}")
@@ -464,7 +473,7 @@ class Store:
             raise ValueError("discarded counts cannot be negative")
         row = (run_id, birth, program_hash, parent_id, mutation, status, reason, fitness,
                int(bool(cache_hit)), _dumps(metrics), eval_seconds, _now(), worker,
-               int(discarded_invalid), int(discarded_same), text, program_hash)
+               int(discarded_invalid), int(discarded_same), elapsed, text, program_hash)
         try:
             with self.transaction():
                 individual_id = self._insert_individual(row)

@@ -334,16 +334,30 @@ def test_search_at_tier_b_scores_there_and_caches_only_for_tier_b(tmp_path, ray_
 
 
 def test_time_limit_stops_and_resume_finishes(tmp_path, ray_local):
+    """... and the pause between the stop and the resume is not counted as searching:
+    the rediscovery report's wall time is the drivers' time."""
+    import time
+
     path = tmp_path / "t.db"
     with Store.open(path) as store:
-        search = Search.start(store, small(budget=12, max_seconds=0.01))
+        search = Search.start(store, small(budget=12, max_seconds=1.0))
         search.run()
         run = store.run(search.run_id)
         assert run["status"] == "stopped"
-        assert len(store.individuals(search.run_id)) < 12
+        first = store.individuals(search.run_id)
+        assert len(first) < 12
+        time.sleep(3.0)  # the pause
+        resumed = time.perf_counter()
         Search.resume(store, search.run_id).run()
+        resumed = time.perf_counter() - resumed
         assert store.run(search.run_id)["status"] == "finished"
-        assert [i["birth"] for i in store.individuals(search.run_id)] == list(range(12))
+        rows = store.individuals(search.run_id)
+        assert [i["birth"] for i in rows] == list(range(12))
+        stopped_at = max((i["elapsed"] for i in first), default=0.0)
+        later = [i["elapsed"] for i in rows if i["id"] not in {j["id"] for j in first}]
+        assert all(stopped_at < t <= stopped_at + resumed for t in later)
+        report = analyze_run(store, search.run_id, TARGETS["lion"])
+        assert report.seconds == max(later) <= stopped_at + resumed  # not the 3 s pause
 
 
 def test_time_limit_also_stops_the_funnel_and_resume_finishes_it(tmp_path, ray_local,

@@ -471,7 +471,7 @@ def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Pa
         seed = add(s, run_id, 0, "h0")
         add(s, run_id, 1, "h1", seed, cache_hit=True)
     conn = sqlite3.connect(path)  # make it a file written before the later columns
-    for column in ("discarded_invalid", "discarded_same", "own_text"):
+    for column in ("discarded_invalid", "discarded_same", "elapsed", "own_text"):
         conn.execute(f"ALTER TABLE individuals DROP COLUMN {column}")
     conn.commit()
     conn.close()
@@ -482,6 +482,7 @@ def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Pa
         assert (run["generated"], run["discarded_invalid"], run["discarded_same"]) == (2, 0, 0)
         assert run["served_without_training"] == pytest.approx(0.5)
         assert reader.individuals(run_id)[1]["discarded_same"] == 0
+        assert reader.individuals(run_id)[1]["elapsed"] is None
         assert reader.top(run_id)[0]["discarded_invalid"] == 0
     assert "discarded_same" not in _columns(path)  # reading never writes
 
@@ -492,9 +493,11 @@ def test_file_without_discard_columns_opens_and_gains_them_on_write(tmp_path: Pa
         assert [(r["discarded_invalid"], r["discarded_same"])
                 for r in writer.individuals(run_id)] == [(0, 0), (0, 0), (4, 6)]
         add(writer, run_id, 3, "h3", seed, discarded_same=1)  # columns there now
-        add(writer, run_id, 4, "h3", seed, text="text h3\nt0 = g")
+        add(writer, run_id, 4, "h3", seed, text="text h3\nt0 = g", elapsed=2.5)
         assert writer.individuals(run_id)[4]["text"] == "text h3\nt0 = g"
-    assert {"discarded_invalid", "discarded_same", "own_text"} <= set(_columns(path))
+        assert [r["elapsed"] for r in writer.individuals(run_id)] == [None] * 4 + [2.5]
+    assert {"discarded_invalid", "discarded_same", "elapsed", "own_text"} <= \
+        set(_columns(path))
 
 
 def test_failed_write_to_an_old_file_leaves_it_unchanged(tmp_path: Path):
