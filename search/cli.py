@@ -882,6 +882,11 @@ def export(target: str, output: Path, class_name: str | None, family: str,
     click.echo(f"wrote {output}")
 
 
+def _searched_tasks(ind: dict | None) -> list[str]:
+    """The tasks an individual's search scored it on (none for other programs)."""
+    return list((ind or {}).get("metrics", {}).get("tasks") or [])
+
+
 def _target(target: str, family: str, db_path: Path,
             ) -> tuple[str, str, Program, KnownProgram | None, dict | None]:
     """(family, label, program, known program or None, individual or None) for a
@@ -910,8 +915,10 @@ def _target(target: str, family: str, db_path: Path,
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--tasks", "--task", "tasks", default="",
-              help="Comma-separated tasks (default: the family's search default).")
-@click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True)
+              help="Comma-separated tasks (default: the tasks an individual's search "
+                   "scored it on; for other programs, the family's search default).")
+@click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
+              help="How long and wide to train (B about 10x A's cost, C about 100x).")
 @click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
               show_default=True, help="Family of programs read from files.")
 @click.option("--lr-scales", default="",
@@ -956,7 +963,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
                                                               train_anyway)) if used)
             raise UserError(f"{label} is {with_article(program_family)} program; {options}: for "
                             "optimizers only")
-        names = task_names or list(DEFAULT_TASKS[program_family])
+        names = task_names or _searched_tasks(ind) or list(DEFAULT_TASKS[program_family])
         plans.append((program_family, label, program, names))
         for name in names:
             try:

@@ -286,6 +286,21 @@ def test_evaluate_notes_a_score_recorded_on_another_kind_of_machine(searched, tm
             f"{machine()}") in " ".join(other.stderr.split())
 
 
+def test_evaluate_scores_an_individual_on_the_tasks_of_its_search(searched, tmp_path):
+    db = tmp_path / "copy.db"
+    shutil.copy(searched[0], db)
+    with sqlite3.connect(db) as conn:  # as if its search had scored it on digits_cnn
+        (ind_id,) = conn.execute("select id from individuals where status = 'ok' "
+                                 "limit 1").fetchone()
+        conn.execute("update individuals set metrics = json_set(metrics, '$.tasks', "
+                     "json('[\"digits_cnn\"]')) where id = ?", (ind_id,))
+    rows = json.loads(invoke("evaluate", ind_id, "--json", "--db", db).stdout)
+    assert list(rows[0]["per_task"]) == ["digits_cnn"]
+    rows = json.loads(invoke("evaluate", ind_id, "--tasks", "digits_mlp", "--json", "--db",
+                             db).stdout)
+    assert list(rows[0]["per_task"]) == ["digits_mlp"]
+
+
 def test_evaluate_marks_the_row_that_trained_the_seed(tmp_path, monkeypatch):
     """The seed's training time lands on the first optimizer scored on a task, which is
     not the first listed when that one is refused."""
