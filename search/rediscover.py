@@ -97,14 +97,16 @@ class Report:
                 "runs": [asdict(r) for r in self.runs], "transfer": self.transfer}
 
     def summary(self) -> dict[str, str]:
-        """Per strategy: 'k of n seeds' that found the target, and how many of their
-        runs are unfinished (their budget not all searched)."""
+        """Per strategy: 'k of n seeds' (or runs) that found the target, and how many
+        of their runs are unfinished (their budget not all searched)."""
         out = {}
         for strategy in ("evolution", "random"):
             runs = [r for r in self.runs if r.strategy == strategy]
             if runs:
                 unfinished = sum(not r.finished for r in runs)
-                out[strategy] = f"{sum(r.found for r in runs)} of {len(runs)} seeds" + (
+                # Runs of one seed again (a re-run) are counted as runs, not seeds.
+                unit = "seeds" if len({r.seed for r in runs}) == len(runs) else "runs"
+                out[strategy] = f"{sum(r.found for r in runs)} of {len(runs)} {unit}" + (
                     f" ({unfinished} of the runs unfinished)" if unfinished else "")
         return out
 
@@ -273,22 +275,17 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
                 on_step: Callable[[str], None] | None = None) -> Report:
     """The report for recorded runs of one target: each run replayed and analysed, the
     found programs compared with the warm start at ``compare_tier``, the best one tried
-    on the held-out tasks. Raises ValueError for a run of another family. ``on_step``
-    is told what is being done before each step (training at tier B or C takes
-    minutes on a CPU), for a progress display."""
+    on the held-out tasks. Raises ValueError for a run of another family, or runs that
+    searched with other settings (one report compares like with like). ``on_step`` is
+    told what is being done before each step (training at tier B or C takes minutes on
+    a CPU), for a progress display."""
     step = on_step or (lambda text: None)
     target = TARGETS[name]
     reports: list[RunReport] = []
     start_fitness: dict[tuple[str, ...], float | None] = {}
     space = get_space(target.family)
-    configs = []
-    for run_id in run_ids:
-        run = store.run(run_id)
-        if run["family"] != target.family:
-            raise ValueError(f"run {run_id} searched {run['family']} programs, not "
-                             f"{target.family} programs")
-        config = SearchConfig.from_dict(run["config"])
-        configs.append(config)
+    configs = _comparable_configs(store, run_ids, target)
+    for run_id, config in zip(run_ids, configs, strict=True):
         step(f"analysing run {run_id}")
         report = analyze_run(store, run_id, target)
         if report.found and compare_tier:
@@ -314,6 +311,38 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
               "compare_tier": compare_tier,
               "transfer_tiers": list(transfer_tiers)}
     return Report(name, config, reports, rows)
+
+
+# What makes two runs the same study: their problem, and (between evolution runs) how
+# they search it. The budget and time may differ (a stopped run, a baseline's budget).
+SAME_PROBLEM = ("tasks", "tier", "ops")
+SAME_EVOLUTION = ("population", "tournament", "selection", "start", "neutral",
+                  "restart_every", "restart_from")
+
+
+def _comparable_configs(store: Store, run_ids: Sequence[int],
+                        target: Target) -> list[SearchConfig]:
+    """The runs' configs, once every run is of the target's family and searched with
+    the same settings as the others (evolution runs: as the other evolution runs)."""
+    configs = []
+    for run_id in run_ids:
+        run = store.run(run_id)
+        if run["family"] != target.family:
+            raise ValueError(f"run {run_id} searched {run['family']} programs, not "
+                             f"{target.family} programs")
+        configs.append(SearchConfig.from_dict(run["config"]))
+    pairs = list(zip(run_ids, configs, strict=True))
+    evolution = [(i, c) for i, c in pairs if c.strategy == "evolution"]
+    for fields, group in ((SAME_PROBLEM, pairs), (SAME_EVOLUTION, evolution)):
+        for field_name in fields:
+            (first, a), *others = group or [(None, None)]
+            for other, b in others:
+                if getattr(a, field_name) != getattr(b, field_name):
+                    raise ValueError(
+                        f"runs {first} and {other} searched with different "
+                        f"{field_name} ({getattr(a, field_name)!r} and "
+                        f"{getattr(b, field_name)!r}): report them apart")
+    return configs
 
 
 def _transfer(store: Store, target: Target, reports: list[RunReport],

@@ -2,6 +2,7 @@
 random search and random starts, Pareto selection, a time limit, and the rediscovery
 report built from a run's records."""
 
+import dataclasses
 import random
 
 import pytest
@@ -464,3 +465,30 @@ def test_transfer_says_why_a_program_was_not_scored(tmp_path, monkeypatch):
     assert [row["program"] for row in references] == ["adamw_paper", "adamw", "lion"]
     assert all(row["digits_mlp@A"] == 0.97 and "not_scored" not in row
                for row in references)
+
+
+def test_a_report_compares_like_with_like(tmp_path):
+    """Runs searched with other settings (another space, neutral children) are refused
+    together; a budget may differ, and a seed run twice counts as runs, not seeds."""
+    from evoprog.search.rediscover import report_runs
+
+    def run(store, **options):
+        config = small(**{"budget": 2, **options})
+        config.validate()
+        run_id = store.create_run("optimizer", config.seed, config.budget,
+                                  dataclasses.asdict(config), "local")
+        _record(store, run_id, 0, OptimizerSpace.seed(), 1.0)
+        return run_id
+
+    with Store.open(tmp_path / "t.db") as store:
+        plain, again, longer = run(store), run(store), run(store, budget=5)
+        other_ops = run(store, ops=sorted(LION_SPACE_OPS))
+        neutral = run(store, neutral=True)
+        for odd, field in ((other_ops, "ops"), (neutral, "neutral")):
+            with pytest.raises(ValueError, match=f"runs {plain} and {odd} searched with "
+                                                 f"different {field}"):
+                report_runs(store, "lion", [plain, odd], None, ())
+        report = report_runs(store, "lion", [plain, again, longer], None, ())
+        assert report.summary()["evolution"].startswith("0 of 3 runs")
+        assert report_runs(store, "lion", [plain], None, ()).summary()[
+            "evolution"].startswith("0 of 1 seeds")
