@@ -816,13 +816,11 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
                      "program": str(k.program()),
                      "template": str(k.template_program())} for k in chosen])
         return
-    if names:
+    if names:  # program text the other commands read: what describes it is comments
         for k in chosen:
             values = _hyperparameters(k)
-            console.print(f"[bold]{k.name}[/bold] ({k.family}, {k.class_name}): "
-                          f"{k.description}" + (f"\n{values}" if values else "") + "\n",
-                          highlight=False)
-            console.print(str(k.program()) + "\n", highlight=False, markup=False)
+            click.echo(f"# {k.name} ({k.family}, {k.class_name}): {k.description}"
+                       + (f"\n# {values}" if values else "") + f"\n{k.program()}\n")
         return
     table = Table("name", "family", "class", "hyperparameters", "description")
     for k in chosen:

@@ -158,6 +158,9 @@ def test_known_lists_library():
     assert "beta1=0.9" in shown.output and "sigmoid" in shown.output
     # the text a search writes, which the other commands read back
     assert "lr = lr * 0.0001\nc = interp(g, m, 0.9)\nupdate = sign(c)" in shown.output
+    piped = json.loads(invoke("analyze", "-", "--json",
+                              input=invoke("known", "lion").output).output)
+    assert piped["recognized"]["family"] == "lion"
     (lion,) = json.loads(invoke("known", "lion", "--json").output)
     assert lion["name"] == "lion" and "c = interp(g, m, beta1)" in lion["template"]
     analyzed = json.loads(invoke("analyze", "-", "--json", input=lion["program"]).output)
