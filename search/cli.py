@@ -900,7 +900,12 @@ def _target(target: str, family: str, db_path: Path,
                        f"reading the file (as ./{target} would)", err=True)
         text = click.get_text_stream("stdin").read() if target == "-" else \
             _read_program_file(Path(target))
-        return family, target, get_space(family).parse(text), None, None
+        try:
+            program = get_space(family).parse(text)
+        except ProgramError as exc:  # several targets: say which one
+            raise UserError(f"{'standard input' if target == '-' else target}: {exc}") \
+                from None
+        return family, target, program, None, None
     if target not in KNOWN and target not in KNOWN_LAYERS and (
             "/" in target or "." in target):
         raise UserError(f"no file {target} (and no known program of that name; see "

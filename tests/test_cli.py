@@ -396,6 +396,8 @@ def test_malformed_program_and_unknown_name(tmp_path):
     bad.write_text("m = interp(g, m, 0.9)\nupdate = frobnicate(m)\n")
     assert_clean_error(invoke("export", bad, "-o", tmp_path / "x.py"),
                        "line 2", "unknown op 'frobnicate'")
+    # among several programs, the one at fault is named
+    assert_clean_error(invoke("evaluate", "lion", bad), f"{bad}: line 2")
     assert_clean_error(invoke("export", "nosuchthing", "-o", tmp_path / "x.py"),
                        "nosuchthing")
     assert not (tmp_path / "x.py").exists()
