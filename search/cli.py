@@ -148,7 +148,7 @@ def db_option(func):
     return click.option(
         "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
         default=lambda: os.environ.get("EVOPROG_DB", DEFAULT_DB), show_default=DEFAULT_DB,
-        help="SQLite database file.")(func)
+        help="SQLite database file (default: $EVOPROG_DB, else evoprog.db).")(func)
 
 
 def restart_options(func):
@@ -555,7 +555,8 @@ def runs(as_json: bool, db_path: Path) -> None:
 
 @cli.command()
 @click.argument("run_id", type=RECORD_ID, required=False)
-@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many distinct programs to list.")
 @json_option
 @db_option
 def top(run_id: int | None, n: int, as_json: bool, db_path: Path) -> None:
@@ -1102,13 +1103,16 @@ def _task_detail(task: str, r: dict) -> str:
 @click.argument("target", type=click.Choice(["lion", "evonorm"]))
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Independent searches (run seeds 0..K-1, or from --first-seed).")
-@click.option("--first-seed", type=int, default=0, show_default=True)
+@click.option("--first-seed", type=int, default=0, show_default=True,
+              help="Run seed of the first search; the others follow it.")
 @click.option("--budget", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Individuals per run.")
 @click.option("--time", "max_seconds", type=PositiveNumber("seconds"),
               default=None, help="Also stop each run after this many seconds.")
-@click.option("--population", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--population", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Population size of each evolution run.")
+@click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Tournament size of each evolution run.")
 @click.option("--parallel", type=click.IntRange(min=0), default=0,
               help="Evaluations in flight (0: four per evaluation slot of the cluster).")
 @click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
