@@ -1305,6 +1305,9 @@ def _print_rediscovery(report, db_path: Path) -> None:
             table.add_row(row["program"], *[why[k] if k in why else fmt(row[k])
                                              for k in keys])
         show_table(table)
+        for task in report.config.get("transfer_tasks_searched", []):
+            console.print(f"note: these runs searched on {task} too, so its columns are "
+                          "not held out for them", highlight=False)
 
 
 def _read_program_file(path: Path) -> str:

@@ -309,7 +309,10 @@ def report_runs(store: Store, name: str, run_ids: Sequence[int],
               "ops": list(first.ops) or "all", "neutral": first.neutral,
               "restart_every": first.restart_every, "restart_from": first.restart_from,
               "compare_tier": compare_tier,
-              "transfer_tiers": list(transfer_tiers)}
+              "transfer_tiers": list(transfer_tiers),
+              # held-out tasks that the runs searched on after all: not held out for them
+              "transfer_tasks_searched": [task for task in target.transfer_tasks
+                                          if task in first.tasks]}
     return Report(name, config, reports, rows)
 
 

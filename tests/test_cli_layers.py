@@ -131,6 +131,10 @@ def test_rediscover_end_to_end_on_a_tiny_budget(tmp_path, ray_local):
     shown = json.loads(invoke("show", candidate, "--json", "--db", tmp_path / "r.db").output)
     assert kind == ("evolved" if shown["parent_id"] is not None else "start, unbeaten")
     assert report["transfer"][1]["digits_mlp@A"] is not None  # the references train
+    # digits_mlp is the held-out task, but this study searched on it: the report says so
+    assert report["config"]["transfer_tasks_searched"] == ["digits_mlp"]
+    assert "note: these runs searched on digits_mlp too, so its columns are not held out" \
+        in " ".join(result.output.split())
     assert plot_path.stat().st_size > 10_000
     runs = json.loads(invoke("runs", "--json", "--db", tmp_path / "r.db").output)
     assert [r["config"]["strategy"] for r in runs] == ["evolution", "random"]
