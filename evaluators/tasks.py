@@ -104,11 +104,11 @@ class TrainingTask(Task):
         if overrides.get("filters") is None:
             overrides.pop("filters", None)
         one_filter = {}  # single filters, the tier's others kept
-        if overrides.get("probe_checks") is not None:
-            one_filter["probe_checks"] = bool(overrides["probe_checks"])
+        probe_checks = overrides.pop("probe_checks", None)
+        if probe_checks is not None:
+            one_filter["probe_checks"] = bool(probe_checks)
         if "time_limit" in overrides:  # None: no limit
             one_filter["time_limit"] = overrides.pop("time_limit")
-        overrides.pop("probe_checks", None)
         self.settings = replace(self.TIER_SETTINGS[tier], **overrides)
         if one_filter:
             self.settings = replace(self.settings,

@@ -472,7 +472,6 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
     try:
         searcher = make(hook)
-        sigterm_as_ctrl_c()
     except KeyboardInterrupt as exc:
         word, code = _stopped_by(exc)
         err_console.print(f"\n{word} while starting; nothing was searched.")
@@ -1210,10 +1209,6 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                              if r.found else "target not found"), highlight=False)
 
     started: list[int] = []  # the runs this study recorded, in order
-
-    def on_start(run_id: int) -> None:
-        started.append(run_id)
-        sigterm_as_ctrl_c()
     with open_for_runs(db_path) as store:
         try:
             line = StepLine(lambda text: bar.update(task, description=text))
@@ -1224,7 +1219,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                     random_baseline, compare, tiers, address, on_progress=progress,
                     on_run=finished, ops=ops, tier=tier, neutral=neutral,
                     restart_every=restart_every, restart_from=restart_from,
-                    on_start=on_start, on_step=line.step)
+                    on_start=started.append, on_step=line.step)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:

@@ -249,8 +249,8 @@ def _join(address: str | None) -> dict:
 
 def sigterm_as_ctrl_c() -> None:
     """Make SIGTERM (``kill``, a cluster scheduler) stop the process as Ctrl-C does, for
-    the rest of the process: for a command, at its start and again once Ray is up
-    (``ray.init`` installs a handler of its own).
+    the rest of the process: for a command, at its start (``start_ray`` keeps it in
+    place when Ray starts).
 
     Ray's driver answers SIGTERM with ``sys.exit`` after its C++ handler prints a stack
     dump, and a search stopped that way was marked failed. Raising ``Interrupted``
@@ -754,15 +754,19 @@ def _failed_row(task: str, tier: str, reason: str) -> dict[str, Any]:
             "metrics": {"reason": reason}, "seconds": 0.0}
 
 
-def _cause_name(exc: BaseException) -> str:
-    """The name of what went wrong: the error an evaluation raised, or Ray's own."""
+def _cause(exc: BaseException) -> BaseException:
+    """What went wrong: the error an evaluation raised, or Ray's own."""
     cause = getattr(exc, "cause", None)
-    return type(cause if cause is not None else exc).__name__
+    return exc if cause is None else cause
+
+
+def _cause_name(exc: BaseException) -> str:
+    return type(_cause(exc)).__name__
 
 
 def _raised(exc: ray.exceptions.RayTaskError) -> str:
     """What an evaluation that raised is recorded with: the error and its message."""
-    cause = exc.cause if exc.cause is not None else exc
+    cause = _cause(exc)
     message = str(cause).strip().splitlines()
     detail = f": {message[0][:200]}" if message else ""
     return f"evaluation raised {type(cause).__name__}{detail}"

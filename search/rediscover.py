@@ -152,7 +152,7 @@ def analyze_run(store: Store, run_id: int, target: Target, top: int = TOP) -> Ru
             report.lineage = [r["mutation"] or "(seed)" for r in store.lineage(member["id"])]
     report.generated, report.evaluated = generated, evaluated
     report.best_fitness = None if best == -math.inf else best
-    report.seconds = max((_searched(ind, started) for ind in individuals), default=0.0)
+    report.seconds = searched  # the replay passes every individual
     report.curve = curve
     return report
 
@@ -337,14 +337,15 @@ def _comparable_configs(store: Store, run_ids: Sequence[int],
     pairs = list(zip(run_ids, configs, strict=True))
     evolution = [(i, c) for i, c in pairs if c.strategy == "evolution"]
     for fields, group in ((SAME_PROBLEM, pairs), (SAME_EVOLUTION, evolution)):
-        for field_name in fields:
-            (first, a), *others = group or [(None, None)]
-            for other, b in others:
-                if getattr(a, field_name) != getattr(b, field_name):
-                    raise ValueError(
-                        f"runs {first} and {other} searched with different "
-                        f"{field_name} ({getattr(a, field_name)!r} and "
-                        f"{getattr(b, field_name)!r}): report them apart")
+        if not group:
+            continue
+        (first, a), *others = group
+        for other, b in others:
+            for name in fields:
+                if getattr(a, name) != getattr(b, name):
+                    raise ValueError(f"runs {first} and {other} searched with different "
+                                     f"{name} ({getattr(a, name)!r} and "
+                                     f"{getattr(b, name)!r}): report them apart")
     return configs
 
 

@@ -7,7 +7,9 @@ ours is unpickled from a worker beyond JSON-like values.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from typing import Any
 
 import ray
@@ -45,16 +47,21 @@ def lost_worker(exc: BaseException) -> bool:
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start Ray locally.
 
-    Returns a summary with the address used and the cluster's CPU and GPU counts.
+    Returns a summary with the address used and the cluster's CPU and GPU counts. A
+    SIGTERM handler the program installed stays in place.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
+        # ray.init installs a SIGTERM handler of its own: a program's own one is kept.
+        own = signal.getsignal(signal.SIGTERM)
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        if callable(own) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, own)
     resources = ray.cluster_resources()
     return {
         "address": address or "local",

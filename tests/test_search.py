@@ -223,3 +223,24 @@ def test_a_search_run_from_python_leaves_the_sigterm_handler_as_it_was(tmp_path,
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_starting_ray_keeps_the_programs_own_sigterm_handler():
+    """ray.init installs a SIGTERM handler of its own; start_ray puts back the one the
+    program had (the command line's, which stops a command as Ctrl-C does)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import signal, ray\n"
+            "from evoprog.search.workers import start_ray\n"
+            "def mine(signum, frame): pass\n"
+            "signal.signal(signal.SIGTERM, mine)\n"
+            "start_ray(num_cpus=1)\n"
+            "kept = signal.getsignal(signal.SIGTERM) is mine\n"
+            "ray.shutdown()\n"
+            "print('kept' if kept else 'replaced')\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=120)
+    assert result.stdout.strip().splitlines()[-1:] == ["kept"], result.stderr[-2000:]
