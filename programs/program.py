@@ -34,8 +34,13 @@ class ProgramError(ValueError):
     def __init__(self, message: str, line: int | None = None, source: str | None = None,
                  looks_like: str | None = None):
         self.line, self.source, self.looks_like = line, source, looks_like
-        where = f'line {line} "{source}": ' if source else f"line {line}: "
+        where = f'line {line} "{clip(source, 80)}": ' if source else f"line {line}: "
         super().__init__(message if line is None else where + message)
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """A piece of the user's text short enough to quote in an error message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -128,16 +133,18 @@ def _parse_arg(text: str, line: int, statement: str) -> Arg:
     if _NUMBER_RE.match(text):
         value = float(text)
         if not math.isfinite(value):
-            raise ProgramError(f"number {text} is too large for a float", line, statement)
+            raise ProgramError(f"number {clip(text)} is too large for a float", line,
+                               statement)
         return value
     if _NAME_RE.match(text):
         return text
-    raise ProgramError(f"expected a variable name or a number, got {text!r}", line,
+    raise ProgramError(f"expected a variable name or a number, got {clip(text)!r}", line,
                        statement)
 
 
 def _unreadable(out: str, expr: str) -> str:
     """What in ``expr`` is not one op applied to names and numbers, and what to write."""
+    out = clip(out)
     power = _POWER_RE.match(expr)
     if power:
         base, exponent = power.groups()
@@ -153,21 +160,23 @@ def _unreadable(out: str, expr: str) -> str:
         fix = "" if minus.group(0).strip() == expr else ", on a line of its own"
         return f"unary minus is written negative({operand}){fix}"
     if _NAME_RE.match(expr):
-        return (f"{expr!r} alone applies no op: read {expr} itself where {out} would be "
-                f"read, or apply one ({out} = {expr} * 1.0)")
+        name = clip(expr)
+        return (f"{name!r} alone applies no op: read {name} itself where {out} would be "
+                f"read, or apply one ({out} = {name} * 1.0)")
     if _NUMBER_RE.match(expr):
         return (f"a number alone applies no op: write it as an argument where it is used "
-                f"(e.g. t = g * {expr})")
+                f"(e.g. t = g * {clip(expr)})")
     for pattern in _FIRST_OP_RES:
         first = pattern.search(expr)
         if first:
             if first.group(0) != expr:
-                return (f"{expr!r} applies more than one op: write one op per line, "
-                        f"naming each result (e.g. t = {first.group(0)}, then use t)")
+                return (f"{clip(expr)!r} applies more than one op: write one op per "
+                        f"line, naming each result (e.g. t = {clip(first.group(0))}, then "
+                        "use t)")
             break
     if expr.count("(") != expr.count(")"):
-        return f"unbalanced parentheses in {expr!r}"
-    return (f"cannot read {expr!r}: write one op applied to names and numbers, such as "
+        return f"unbalanced parentheses in {clip(expr)!r}"
+    return (f"cannot read {clip(expr)!r}: write one op applied to names and numbers, such as "
             f"{out} = a * b or {out} = sqrt(a)")
 
 
@@ -175,7 +184,7 @@ def _unknown_op(name: str, ops: Collection[str]) -> str:
     names = [n for n in (*ops, *ALIASES) if resolve_op_name(n) in ops]
     close = difflib.get_close_matches(name, names, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "README.md, Programs, lists the ops"
-    return f"unknown op {name!r} ({hint})"
+    return f"unknown op {clip(name)!r} ({hint})"
 
 
 def _parse_instruction(text: str, line: int, ops: Collection[str]) -> Instruction:
@@ -189,7 +198,7 @@ def _parse_instruction(text: str, line: int, ops: Collection[str]) -> Instructio
         raise ProgramError("expected 'name = op(args)'", line, text)
     out, expr = (part.strip() for part in text.split("=", 1))
     if not _NAME_RE.match(out):
-        raise ProgramError(f"invalid variable name {out!r} (names are letters, digits and "
+        raise ProgramError(f"invalid variable name {clip(out)!r} (names are letters, digits and "
                            "_, not starting with a digit)", line, text)
     infix = _INFIX_RE.match(expr)
     if infix:
@@ -219,6 +228,10 @@ def parse_lines(text: str, ops: Collection[str] = OPS,
     name gets the nearest names among ``ops`` as suggestions."""
     instructions, lines = [], []
     for number, raw in enumerate(text.splitlines(), start=1):
+        control = next((c for c in raw if c < " " and c != "\t" or c == "\x7f"), None)
+        if control is not None:
+            raise ProgramError(f"the text holds the control character U+{ord(control):04X}, "
+                               "which program text never does (a binary file?)", number)
         for statement in raw.split("#", 1)[0].split(";"):
             statement = statement.strip()
             if not statement or _HEADER_RE.match(statement):

@@ -40,7 +40,7 @@ from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
 from ..programs.space import get_space, with_article
-from ..store import Store, StoreError
+from ..store import Store, StoreError, damaged
 from .driver import (
     Progress,
     Search,
@@ -126,6 +126,10 @@ class EvoprogGroup(click.Group):
         except (StoreError, ProgramError, SearchError, OutputError) as exc:
             family = getattr(exc, "looks_like", None)  # a program of the other family
             raise UserError(f"{exc}; pass --family {family}" if family else str(exc)) from None
+        except sqlite3.DatabaseError as exc:  # a damaged file, a full disk, ...
+            db = ctx.meta.get(DB_META, "the database")
+            raise UserError(damaged(db, exc) if "malformed" in str(exc)
+                            else f"cannot use {db}: {exc}") from None
         except KeyboardInterrupt as exc:
             word, code = _stopped_by(exc)
             err_console.print(f"\n{word}.")
@@ -144,10 +148,19 @@ def _db_arg(path: Path) -> str:
     return f"--db {shlex.quote(str(path))}"
 
 
+DB_META = "evoprog.db"  # where a command's --db is kept for error messages (ctx.meta)
+
+
+def _remember_db(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    ctx.meta[DB_META] = value
+    return value
+
+
 def db_option(func):
     return click.option(
         "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
         default=lambda: os.environ.get("EVOPROG_DB", DEFAULT_DB), show_default=DEFAULT_DB,
+        callback=_remember_db,
         help="SQLite database file (default: $EVOPROG_DB, else evoprog.db).")(func)
 
 
@@ -200,6 +213,13 @@ def open_for_runs(db_path: Path) -> Iterator[Store]:
         why = "is not a folder" if folder.exists() else "does not exist"
         raise UserError(f"cannot create {db_path}: {db_path.parent} {why}")
     store = Store.open(db_path)
+    if existed:  # refused before any search starts, not at its first record
+        try:
+            store.check_writable()
+            store.check_intact()
+        except BaseException:
+            store.close()
+            raise
     try:
         yield store
     finally:
@@ -257,11 +277,14 @@ def cli() -> None:
 
 # -- search ------------------------------------------------------------------------------
 
-def _items(value: str, option: str) -> list[str]:
-    """A comma-separated option's items ([] for none). An empty item or one listed twice
-    is a usage error: it is a typo, and guessing what was meant could cost a long run."""
-    if not value.strip():
+def _items(value: str | None, option: str) -> list[str]:
+    """A comma-separated option's items ([] when it was not given). No items, an empty
+    item or one listed twice is a usage error: it is a typo, and guessing what was meant
+    (such as the default, for ``--tasks ''``) could cost a long run."""
+    if value is None:
         return []
+    if not value.strip():
+        raise click.BadParameter("no items given", param_hint=option)
     items = [part.strip() for part in value.split(",")]
     if "" in items:
         raise click.BadParameter(f"empty item in {value!r}", param_hint=option)
@@ -313,7 +336,7 @@ class PositiveNumber(click.ParamType):
 LATER_TIERS = "later"  # what --funnel alone stands for
 
 
-def _funnel(spec: str, tier: str) -> list[str]:
+def _funnel(spec: str | None, tier: str) -> list[str]:
     """``--funnel``'s tiers; given alone, every tier costlier than the search's (a usage
     error after the costliest, where it would silently promote nothing)."""
     if spec != LATER_TIERS:
@@ -328,6 +351,7 @@ def _op_list(family: str, spec: str) -> list[str]:
     """The ops ``--ops`` names, checked against the family's space ([] for all), so
     that a bad name or a set that leaves out an op of the seed fails before Ray starts."""
     space = get_space(family)
+    _items(spec, "--ops")  # no ops, an empty item or one listed twice: usage errors
     try:
         ops = space.resolve_ops(spec)
         space.restricted(ops)
@@ -345,13 +369,13 @@ def _op_list(family: str, spec: str) -> list[str]:
 @click.option("--tournament", type=click.IntRange(min=1), default=10, show_default=True,
               help="Tournament size (the paper used 2 with population 1000).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
-@click.option("--tasks", "--task", "tasks", default="",
+@click.option("--tasks", "--task", "tasks", default=None,
               help="Comma-separated proxy tasks scored at --tier, cheapest first "
                    "(default: digits_mlp for optimizers, digits_layers for layers).")
 @click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
               help="Tier every candidate is scored at: B and C train longer and larger "
                    "(about 10x and 100x the cost of A), for GPU machines and clusters.")
-@click.option("--funnel", is_flag=False, flag_value=LATER_TIERS, default="",
+@click.option("--funnel", is_flag=False, flag_value=LATER_TIERS, default=None,
               help="After the search, promote the best programs to these costlier tiers "
                    "(--funnel alone: every tier after --tier).")
 @click.option("--promote", type=click.IntRange(min=1), default=8, show_default=True,
@@ -384,8 +408,9 @@ def _op_list(family: str, spec: str) -> list[str]:
                    "else start Ray on this machine.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @db_option
-def search(family: str, budget: int, population: int, tournament: int, seed: int, tasks: str,
-           tier: str, funnel: str, promote: int, strategy: str, start: str, selection: str | None,
+def search(family: str, budget: int, population: int, tournament: int, seed: int,
+           tasks: str | None, tier: str, funnel: str | None, promote: int, strategy: str,
+           start: str, selection: str | None,
            max_seconds: float | None, op_spec: str, neutral: bool, restart_every: int,
            restart_from: str, parallel: int, cpus_per_eval: float,
            gpus_per_eval: float | None, address: str | None, quiet: bool,
@@ -444,6 +469,8 @@ def resume(run_id: int, address: str | None, max_seconds: float | None, quiet: b
         run = store.run(run_id)
         if run["status"] == "finished":
             raise UserError(f"run {run_id} is already finished")
+        store.check_writable()
+        store.check_intact()
         _run_search(store, quiet, lambda hook: Search.resume(
             store, run_id, address, max_seconds, on_progress=hook))
 
@@ -593,13 +620,14 @@ def _top_rows(store: Store, run_id: int, n: int) -> list[dict]:
     for i, r in enumerate(rows):
         recognized = space.recognize(parse_program(r["text"]))
         out.append({
-            "id": r["id"], "run": run_id, "birth": r["birth"], "fitness": r["fitness"],
+            "id": r["id"], "run_id": run_id, "birth": r["birth"], "fitness": r["fitness"],
             "tiers": {config.tier: r["fitness"],
                       **{t: f for t, f in tiers.get(r["id"], {}).items() if t != config.tier}},
             "scores": scores[i], "pareto_front": i in front,
             "recognized": recognized.to_json() if recognized else None,
             "recognized_as": str(recognized) if recognized else None,
-            "program": r["text"], "pruned": r["pruned_text"]})
+            # the names ``show`` and ``lineage`` give these fields
+            "text": r["text"], "pruned_text": r["pruned_text"]})
     return out
 
 
@@ -623,7 +651,7 @@ def _print_top(store: Store, run_id: int, n: int) -> None:
         cells += [fmt(r["scores"].get(k)) for k in score_keys]
         if "front" in columns:
             cells.append("*" if r["pareto_front"] else "")
-        table.add_row(*cells, r["recognized_as"] or "-", r["pruned"])
+        table.add_row(*cells, r["recognized_as"] or "-", r["pruned_text"])
     show_table(table)
 
 
@@ -750,10 +778,7 @@ def _print_description(description: Description, with_latex: bool, pruned: bool)
 @json_option
 def analyze(file: Path, family: str, with_latex: bool, as_json: bool) -> None:
     """Prune, simplify and recognize a program read from FILE (`-` for standard input)."""
-    if str(file) == "-":
-        text = click.get_text_stream("stdin").read()
-    else:
-        text = _read_program_file(file)
+    text = _read_program_file(file)
     description = describe(get_space(family), get_space(family).parse(text))
     if as_json:
         print_json(description.to_json(latex=with_latex))
@@ -864,7 +889,7 @@ def export(target: str, output: Path, class_name: str | None, family: str,
         default = "EvolvedLayer" if family == "layer" else "EvolvedOptimizer"
         multiple = _best_lr_multiple(ind) if ind is not None else 1.0
         source = _export(family, program, class_name or (
-            f"Evolved{target}" if target.isdigit() else default), multiple)
+            f"Evolved{ind['id']}" if ind is not None else default), multiple)
         if family == "optimizer" and not reads_learning_rate(program):
             click.echo("note: this program never reads the learning rate, so the exported "
                        "optimizer's lr (and any lr schedule) changes nothing; its step "
@@ -890,16 +915,15 @@ def _target(target: str, family: str, db_path: Path,
     """(family, label, program, known program or None, individual or None) for a
     command's TARGET: an individual's id, a file of program text (``-``: standard input)
     of ``family``, or a known program's name."""
-    if target.isdigit():
+    if re.fullmatch(r"[-+]?\d+", target):  # an id; out of range (-1) is an error too
         with open_existing(db_path) as store:
             ind = _with_evaluations(store, store.individual(_record_id(target)))
-        return ind["family"], f"individual {target}", parse_program(ind["text"]), None, ind
+        return ind["family"], f"individual {ind['id']}", parse_program(ind["text"]), None, ind
     if target == "-" or Path(target).is_file():
         if target in KNOWN or target in KNOWN_LAYERS:
             click.echo(f"note: {target} is a file here and the name of a known program: "
                        f"reading the file (as ./{target} would)", err=True)
-        text = click.get_text_stream("stdin").read() if target == "-" else \
-            _read_program_file(Path(target))
+        text = _read_program_file(Path(target))
         try:
             program = get_space(family).parse(text)
         except ProgramError as exc:  # several targets: say which one
@@ -917,14 +941,14 @@ def _target(target: str, family: str, db_path: Path,
 
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--tasks", "--task", "tasks", default="",
+@click.option("--tasks", "--task", "tasks", default=None,
               help="Comma-separated tasks (default: the tasks an individual's search "
                    "scored it on; for other programs, the family's search default).")
 @click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
               help="How long and wide to train (B about 10x A's cost, C about 100x).")
 @click.option("--family", type=click.Choice(["optimizer", "layer"]), default="optimizer",
               show_default=True, help="Family of programs read from files.")
-@click.option("--lr-scales", default="",
+@click.option("--lr-scales", default=None,
               help="Learning-rate multiples trained side by side, the best one scored "
                    "(default: the tier's: 1,3,10 at A, 1 at B and C).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -934,7 +958,8 @@ def _target(target: str, family: str, db_path: Path,
                    "refusing them (as the search does).")
 @json_option
 @db_option
-def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_scales: str,
+def evaluate(targets: tuple[str, ...], tasks: str | None, tier: str, family: str,
+             lr_scales: str | None,
              threads: int, train_anyway: bool, as_json: bool, db_path: Path) -> None:
     """Score programs on proxy tasks at one tier, as a search scores its candidates:
     fitness relative to the AdamW seed (optimizers) or mean accuracy (layers).
@@ -948,7 +973,7 @@ def evaluate(targets: tuple[str, ...], tasks: str, tier: str, family: str, lr_sc
     from ..evaluators import task_family
 
     overrides = {}
-    if lr_scales:
+    if lr_scales is not None:
         overrides["lr_scales"] = _lr_scales(lr_scales)
     task_names = _items(tasks, "--tasks")
     if train_anyway:
@@ -1116,7 +1141,7 @@ def _task_detail(task: str, r: dict) -> str:
               help="Evaluations in flight (0: four per evaluation slot of the cluster).")
 @click.option("--tier", type=click.Choice(TIERS), default="A", show_default=True,
               help="Tier the searches score every candidate at.")
-@click.option("--tasks", default="", help="Comma-separated search tasks "
+@click.option("--tasks", default=None, help="Comma-separated search tasks "
               "(default: digits_cnn,char_lm for lion; digits_layers for evonorm).")
 @ops_option
 @neutral_option
@@ -1140,7 +1165,7 @@ def _task_detail(task: str, r: dict) -> str:
 @db_option
 def rediscover(target: str, seeds: int, first_seed: int, budget: int,
                max_seconds: float | None, population: int, tournament: int, parallel: int,
-               tier: str, tasks: str, op_spec: str, neutral: bool, restart_every: int,
+               tier: str, tasks: str | None, op_spec: str, neutral: bool, restart_every: int,
                restart_from: str, random_baseline: bool,
                compare_tier: str, transfer_tiers: str,
                report_path: Path | None, plot_path: Path | None, run_ids: str | None,
@@ -1223,26 +1248,33 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:
-            _rediscovery_stopped(exc, store, target, started, report_options)
+            planned = [(seed, strategy) for seed in range(first_seed, first_seed + seeds)
+                       for strategy in ("evolution", "random")[:1 + random_baseline]]
+            _rediscovery_stopped(exc, store, target, started, report_options,
+                                 planned[len(started):])
     _write_rediscovery(report, report_path, plot_path, db_path)
 
 
 def _rediscovery_stopped(exc: KeyboardInterrupt, store: Store, target: str,
-                         run_ids: list[int], report_options: str) -> NoReturn:
-    """Exit with one line on what a stopped study recorded and the command that reports
-    it (the searches' records are kept, so no search needs to run again)."""
+                         run_ids: list[int], report_options: str,
+                         not_started: list[tuple[int, str]]) -> NoReturn:
+    """Exit with one line on what a stopped study recorded, which of its searches never
+    started, and the command that reports it (the searches' records are kept, so no
+    search needs to run again)."""
     word, code = _stopped_by(exc)
     if not run_ids:
         err_console.print(f"\n{word} before a search started; nothing was recorded.")
         sys.exit(code)
+    never = ", ".join(f"{strategy} seed {seed}" for seed, strategy in not_started)
+    never = f" Not started: {never}." if never else ""
     ids = ",".join(str(run_id) for run_id in run_ids)
     db = _db_arg(store.path)
     unfinished = "".join(f"; run {run_id} is unfinished (evoprog resume {run_id} {db} "
                          "finishes it)" for run_id in run_ids
                          if store.run(run_id)["status"] != "finished")
     recorded = f"Runs {ids} are" if len(run_ids) > 1 else f"Run {ids} is"
-    err_console.print(f"\n{word}. {recorded} recorded{unfinished}. Report them with: "
-                      f"evoprog rediscover {target} --runs {ids} {db}{report_options}",
+    err_console.print(f"\n{word}. {recorded} recorded{unfinished}.{never} Report them "
+                      f"with: evoprog rediscover {target} --runs {ids} {db}{report_options}",
                       soft_wrap=True, markup=False, highlight=False)
     sys.exit(code)
 
@@ -1305,16 +1337,31 @@ def _print_rediscovery(report, db_path: Path) -> None:
                           "not held out for them", highlight=False)
 
 
+MAX_PROGRAM_BYTES = 1 << 20  # program text is a few hundred bytes; this is no program
+
+
 def _read_program_file(path: Path) -> str:
-    if is_sqlite(path):
+    """A program file's text (``-``: standard input), read no further than any program
+    could be, so that a wrong file (or /dev/zero) is one error, not all the memory."""
+    label = "standard input" if str(path) == "-" else str(path)
+    if label != "standard input" and is_sqlite(path):
         raise UserError(f"cannot read {path} as program text: it is an SQLite database "
                         "(pass it as --db, with an individual's id)")
     try:
-        return path.read_text(encoding="utf-8")
+        if label == "standard input":
+            data = click.get_binary_stream("stdin").read(MAX_PROGRAM_BYTES + 1)
+        else:
+            with path.open("rb") as file:
+                data = file.read(MAX_PROGRAM_BYTES + 1)
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {label}: {exc.strerror}") from None
+    if len(data) > MAX_PROGRAM_BYTES:
+        raise UserError(f"cannot read {label} as program text: it is over "
+                        f"{MAX_PROGRAM_BYTES >> 20} MiB, and a program is a few lines")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"cannot read {path}: not a UTF-8 text file") from None
+        raise UserError(f"cannot read {label}: not a UTF-8 text file") from None
 
 
 def _export(family: str, program, class_name: str, lr_multiple: float = 1.0) -> str:

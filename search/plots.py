@@ -111,6 +111,12 @@ def _plot_front(ax, scored: list[dict]) -> None:
 
 
 def plot_rediscovery(report, output: Path) -> None:
+    save_figure(rediscovery_figure(report), output)
+
+
+def rediscovery_figure(report):
+    """Best fitness so far against children evaluated, one curve per run; a star where
+    the target entered the top 10, a hollow circle where an unfinished run stops."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +135,12 @@ def plot_rediscovery(report, output: Path) -> None:
         ax.step(xs, ys, where="post", color=colors[r.strategy], alpha=0.8, label=label)
         if r.found:
             ax.plot([r.evaluated_by_then], [r.fitness], "k*", ms=10)
+        if not r.finished:  # its budget not all searched: the curve stops early
+            unfinished = "unfinished" not in labelled
+            labelled.add("unfinished")
+            ax.plot([xs[-1]], [ys[-1]], "o", mfc="none", mec=colors[r.strategy], ms=9,
+                    label="run unfinished (budget not all searched)" if unfinished
+                    else None)
     ax.set_xlabel("children evaluated (cache hits excluded)")
     ax.set_ylabel("best fitness so far")
     ax.set_title(f"rediscovering {report.target}: stars mark the target family "
@@ -136,6 +148,6 @@ def plot_rediscovery(report, output: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    save_figure(fig, output)
+    return fig
 
 

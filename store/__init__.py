@@ -1,6 +1,14 @@
 """The SQLite record of runs, programs, individuals and their lineage."""
 
-from .db import DISCARD_COLUMNS, INDIVIDUAL_STATUSES, RUN_STATUSES, SCHEMA, Store, StoreError
+from .db import (
+                 DISCARD_COLUMNS,
+                 INDIVIDUAL_STATUSES,
+                 RUN_STATUSES,
+                 SCHEMA,
+                 Store,
+                 StoreError,
+                 damaged,
+)
 
 __all__ = ["DISCARD_COLUMNS", "INDIVIDUAL_STATUSES", "RUN_STATUSES", "SCHEMA", "Store",
-           "StoreError"]
+           "StoreError", "damaged"]

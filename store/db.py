@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
 SCHEMA = "evoprog-1"
+TABLES = ("meta", "runs", "programs", "individuals", "evaluations")
 RUN_STATUSES = ("running", "finished", "interrupted", "stopped", "failed")
 INDIVIDUAL_STATUSES = ("ok", "rejected", "failed")
 STATIC_REASON = "static"  # reason prefix of an evaluator's refusal before training
@@ -61,6 +63,12 @@ def reason_kind(reason: str) -> str:
             and "_" in parts[0]:
         return f"{parts[0]}: {parts[1]}"
     return parts[0]
+
+
+def damaged(path: str | os.PathLike, detail: object) -> str:
+    """The message for a file SQLite finds damaged, with what can still be done."""
+    return (f"{path} is damaged ({detail}); the sqlite3 shell's .recover command copies "
+            "what it still holds into a new file")
 
 
 class StoreError(Exception):
@@ -217,14 +225,47 @@ class Store:
                     _create_schema(db)
         except sqlite3.OperationalError as exc:  # locked, unreadable, disk full
             db.close()
+            if not os.access(path.resolve().parent, os.W_OK):
+                if not create:
+                    return cls._open_in_read_only_folder(path)
+                raise StoreError(f"cannot write {path}: its folder is read-only (SQLite "
+                                 "keeps its lock files beside the database)") from None
             raise StoreError(f"cannot open {path}: {exc}") from None
-        except sqlite3.DatabaseError as exc:  # "file is not a database"
+        except sqlite3.DatabaseError as exc:  # "file is not a database", or damaged
             db.close()
+            if "malformed" in str(exc):
+                raise StoreError(damaged(path, exc)) from None
             raise StoreError(f"{path} is not an SQLite database ({exc})") from None
         except BaseException:
             db.close()
             raise
         return store
+
+    @classmethod
+    def _open_in_read_only_folder(cls, path: Path) -> Store:
+        """Open a database to read where SQLite cannot make the lock file it needs beside
+        it (an archive on a read-only mount): as immutable, which is right as long as
+        nothing else writes it, and nothing can without that folder; refused if an
+        unmerged write-ahead log is there, whose writes that would leave out."""
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise StoreError(f"cannot open {path}: its folder is read-only and {wal.name} "
+                             "holds writes not yet merged into it; copy both files to a "
+                             "folder you can write")
+        uri = f"file:{quote(str(path.resolve()))}?immutable=1"
+        try:
+            db = Database(sqlite3.connect(uri, uri=True))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        try:
+            cls._check(db, path, create=False)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path)
 
     @staticmethod
     def _check(db: Database, path: Path, create: bool) -> bool:
@@ -243,7 +284,35 @@ class Store:
         if marker is None or marker[0] != SCHEMA:
             found = marker[0] if marker else "none"
             raise StoreError(f"{path} is not an {SCHEMA} database (schema marker: {found})")
+        missing = [table for table in TABLES if table not in tables]
+        if missing:  # a table dropped by hand: writing would make a wrong one
+            raise StoreError(f"{path} is an incomplete evoprog database: table "
+                             f"{', '.join(missing)} is missing")
         return False
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless this process may write the database: a search checks
+        before it starts, not at its first record. Writes nothing."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:  # SQLite refuses a read-only file only at the first write
+                conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+            finally:
+                conn.rollback()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}") from None
+
+    def check_intact(self) -> None:
+        """Raise StoreError if SQLite finds the file damaged (``PRAGMA quick_check``,
+        under a second for a few hundred MB): a search would add its runs to it."""
+        try:
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            detail = " ".join(problems[0].replace("*** in database main ***", "").split())
+            raise StoreError(damaged(self.path, detail) + "; a search does not add to it")
 
     def close(self) -> None:
         self.db.close()

@@ -79,7 +79,10 @@ def test_top_show_lineage(searched):
     assert len(best) == min(3, distinct) == 3
     assert best[0]["fitness"] == highest
     assert [b["fitness"] for b in best] == sorted((b["fitness"] for b in best), reverse=True)
-    assert all({"id", "fitness", "program"} <= set(b) for b in best)
+    assert all({"id", "run_id", "fitness", "text", "pruned_text"} <= set(b) for b in best)
+    shown = json.loads(invoke("show", best[0]["id"], "--json", "--db", db).output)
+    assert {k: shown[k] for k in ("id", "run_id", "text", "pruned_text")} == \
+        {k: best[0][k] for k in ("id", "run_id", "text", "pruned_text")}
     table = invoke("top", "1", "--db", db)
     assert table.exit_code == 0, table.output
     assert first_column(table.output)[:3] == [str(b["id"]) for b in best]
@@ -389,6 +392,129 @@ def test_missing_and_foreign_databases(tmp_path):
     assert (listed.exit_code, listed.output) == (0, f"no runs in {empty} yet\n")
     assert json.loads(invoke("runs", "--json", "--db", empty).output) == []
     assert_clean_error(invoke("top", "--db", empty), "no runs in")
+
+
+def test_damaged_and_incomplete_databases(searched, tmp_path):
+    """A file SQLite finds damaged, or one with a table dropped, is one error for a
+    reader and is left unchanged by a search."""
+    dropped = tmp_path / "dropped.db"
+    shutil.copy(searched[0], dropped)
+    with sqlite3.connect(dropped) as conn:
+        conn.execute("drop table runs")
+    before = dropped.read_bytes()
+    for command in (["runs"], ["show", "1"], ["search", "optimizer", "--budget", "3"]):
+        assert_clean_error(invoke(*command, "--db", dropped), "table runs is missing")
+    assert dropped.read_bytes() == before
+
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(searched[0], damaged)
+    data = bytearray(damaged.read_bytes())
+    last = len(data) // 4096 - 1  # a page of records: the file still opens
+    data[last * 4096: last * 4096 + 40] = b"\xff" * 40
+    damaged.write_bytes(data)
+    assert_clean_error(invoke("search", "optimizer", "--budget", "3", "--db", damaged),
+                       "damaged.db is damaged", "a search does not add to it")
+    assert damaged.read_bytes() == data
+    read = [invoke(*command, "--db", damaged)
+            for command in (["runs"], ["top"], ["lineage", "30"], ["show", "30"])]
+    failed = [result for result in read if result.exit_code]
+    assert failed, "no reader came upon the damaged page"
+    for result in failed:
+        assert_clean_error(result, "damaged.db is damaged (database disk image is "
+                                   "malformed)", ".recover")
+
+
+UNPRIVILEGED = ["setpriv", "--bounding-set=-all", "--inh-caps=-all",
+                "--securebits=+noroot,+noroot_locked", "--"]
+
+
+def as_owner_only() -> list[str]:
+    """A command prefix under which file modes bind: none for a user, and for root
+    (whom they do not bind) setpriv without root's capabilities."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None or subprocess.run([*UNPRIVILEGED, "true"]).returncode:
+        pytest.skip("as root, read-only files need setpriv to bind the command")
+    return UNPRIVILEGED
+
+
+def test_a_read_only_database_is_read_and_not_searched(searched, tmp_path):
+    """A read-only file: a search or resume says so before it starts. A database in a
+    read-only folder (an archive), where SQLite cannot make its lock files: readers
+    read it, a search says why it cannot write it. Neither file changes."""
+    prefix = as_owner_only()
+
+    def run(*args):
+        done = subprocess.run([*prefix, sys.executable, "-m", "evoprog", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    read_only = tmp_path / "read_only.db"
+    shutil.copy(searched[0], read_only)
+    with sqlite3.connect(read_only) as conn:  # a run to resume
+        conn.execute("update runs set status = 'interrupted'")
+    conn.close()
+    read_only.chmod(0o444)
+    before = read_only.read_bytes()
+    for command in (["search", "optimizer", "--budget", "3"], ["resume", "1"]):
+        done = run(*command, "--db", read_only)
+        assert done.returncode == 1 and done.stderr.startswith(
+            f"Error: cannot write {read_only}: attempt to write a readonly database"), \
+            done.stderr
+    assert read_only.read_bytes() == before
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    db = archive / "search.db"
+    shutil.copy(searched[0], db)
+    before = db.read_bytes()
+    archive.chmod(0o555)
+    try:
+        listed = run("runs", "--json", "--db", db)
+        assert listed.returncode == 0, listed.stderr
+        assert [r["generated"] for r in json.loads(listed.stdout)] == \
+            [r["generated"] for r in json.loads(invoke("runs", "--json", "--db",
+                                                       searched[0]).output)]
+        shown = run("show", "1", "--db", db)
+        assert shown.returncode == 0 and "individual 1 of run 1" in shown.stdout
+        done = run("search", "optimizer", "--budget", "3", "--db", db)
+        assert done.returncode == 1 and "its folder is read-only" in done.stderr
+    finally:
+        archive.chmod(0o755)
+    assert db.read_bytes() == before and sorted(archive.iterdir()) == [db]
+
+
+def test_a_file_far_larger_than_a_program_is_refused_unread(tmp_path):
+    huge = tmp_path / "huge.txt"
+    huge.write_text("update = sign(g)\n" * 70_000)  # 1.2 MB
+    for command in (["analyze", huge], ["export", huge, "-o", tmp_path / "x.py"],
+                    ["evaluate", huge]):
+        assert_clean_error(invoke(*command), f"cannot read {huge} as program text: it is "
+                                             "over 1 MiB")
+    assert_clean_error(invoke("analyze", "-", input="update = sign(g)\n" * 70_000),
+                       "cannot read standard input as program text")
+    assert not (tmp_path / "x.py").exists()
+
+
+def test_an_option_given_empty_is_an_error_not_its_default(tmp_path):
+    db = tmp_path / "never.db"
+    for command, option in ((["search", "optimizer", "--ops", ""], "--ops"),
+                            (["search", "optimizer", "--tasks", " "], "--tasks"),
+                            (["search", "optimizer", "--funnel", ""], "--funnel"),
+                            (["evaluate", "lion", "--lr-scales", ""], "--lr-scales"),
+                            (["evaluate", "lion", "--tasks", ""], "--tasks"),
+                            (["rediscover", "lion", "--tasks", ""], "--tasks")):
+        assert_clean_error(invoke(*command, "--db", db), f"Invalid value for {option}: "
+                                                         "no items given")
+    assert not db.exists()
+
+
+def test_a_negative_id_is_an_id_everywhere(searched, tmp_path):
+    db, _ = searched
+    for command in (["show"], ["lineage"], ["evaluate"], ["export", "-o", "-"]):
+        assert_clean_error(invoke(*command, "--db", db, "--", "-1"),
+                           "-1 is no id of a run or individual")
 
 
 def test_malformed_program_and_unknown_name(tmp_path):

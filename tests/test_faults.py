@@ -198,15 +198,16 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(stopped_runs, reference):
 
 
 def test_ctrl_c_during_rediscover_says_how_to_report_the_runs(cluster, tmp_path):
-    """Ctrl-C during a rediscovery study: one line naming the recorded runs and the
-    ``--runs`` command that reports them, and that report marks the unfinished run."""
+    """Ctrl-C during a rediscovery study: one line naming the recorded runs, the
+    searches that never started and the ``--runs`` command that reports the runs, and
+    that report marks the unfinished run."""
     from click.testing import CliRunner
 
     from evoprog.search.cli import cli
 
     db = tmp_path / "study.db"
     proc = subprocess.Popen(
-        evoprog("rediscover", "lion", "--seeds", "1", "--no-random", *OPTIONS[:8],
+        evoprog("rediscover", "lion", "--seeds", "2", "--no-random", *OPTIONS[:8],
                 "--tasks", "digits_mlp", "--compare-tier", "none", "--transfer-tiers",
                 "none", "--quiet", "--address", cluster.address, "--db", str(db)),
         env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -222,7 +223,8 @@ def test_ctrl_c_during_rediscover_says_how_to_report_the_runs(cluster, tmp_path)
         stop(proc)
     assert code == 130 and "Traceback" not in out and "Aborted" not in out, out
     assert (f"Interrupted. Run 1 is recorded; run 1 is unfinished (evoprog resume 1 --db "
-            f"{db} finishes it). Report them with: evoprog rediscover lion --runs 1 --db "
+            f"{db} finishes it). Not started: evolution seed 1. Report them with: evoprog "
+            f"rediscover lion --runs 1 --db "
             f"{db} --compare-tier none --transfer-tiers none") in out
     assert run_status(db) == "interrupted" and 3 <= recorded(db) < BUDGET
     report = CliRunner().invoke(cli, ["rediscover", "lion", "--runs", "1", "--compare-tier",

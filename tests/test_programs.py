@@ -170,6 +170,30 @@ def test_malformed_text_names_the_line(text, line, fragment):
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("text", [
+    "update = g * " + "1" * 100_000,  # a number too large for a float
+    "update = frob" + "x" * 100_000 + "(g)",  # an unknown op
+    "t = " + "g + " * 50_000 + "g",  # several ops
+    "1" + "x" * 100_000 + " = sign(g)",  # not a name
+], ids=["number", "op", "ops", "name"])
+def test_an_error_quotes_a_long_statement_only_in_part(text):
+    with pytest.raises(ProgramError) as info:
+        parse_program(text)
+    assert len(str(info.value)) < 400 and "…" in str(info.value)
+    assert str(info.value).startswith('line 1 "') and info.value.source == text
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f"])
+def test_a_control_character_is_named(character):
+    with pytest.raises(ProgramError) as info:
+        parse_program(f"m = interp(g, m, 0.9)\nupdate = sign(m){character}\n")
+    assert info.value.line == 2
+    assert f"control character U+{ord(character):04X}" in str(info.value)
+    assert parse_program("m = interp(g, m, 0.9)\t# a tab is white space\r\n"
+                         "update = sign(m)\r\n") == parse_program(
+        "m = interp(g, m, 0.9)\nupdate = sign(m)")
+
+
 @pytest.mark.parametrize("text, message", [
     ("update = -g", "unary minus is written negative(g)"),
     ("update = g * -lr", "unary minus is written negative(lr), on a line of its own"),

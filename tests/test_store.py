@@ -278,6 +278,68 @@ def test_wrong_schema_marker(tmp_path: Path):
         Store.open(path)
 
 
+def filled(path: Path, individuals: int = 60) -> Path:
+    """A store with one run and enough individuals to span several pages."""
+    with Store.open(path) as s:
+        run_id = new_run(s)
+        for birth in range(individuals):
+            add(s, run_id, birth, f"program {birth} " + "x" * 200)
+    return path
+
+
+def test_a_dropped_table_is_refused_before_anything_is_written(tmp_path: Path):
+    """A file with a table dropped by hand: no command may read it as if empty, and
+    none may write a made-up table in its place."""
+    path = filled(tmp_path / "runs.db")
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE evaluations")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="incomplete evoprog database: table "
+                                             "evaluations is missing"):
+            Store.open(path, create=create)
+    assert path.read_bytes() == before
+
+
+def damage(path: Path, pages: range) -> None:
+    """Overwrite the b-tree page headers of these pages (page 1 holds the schema)."""
+    data = bytearray(path.read_bytes())
+    for page in pages:
+        data[page * 4096: page * 4096 + 40] = b"\xff" * 40
+    path.write_bytes(data)
+
+
+def test_a_damaged_file_is_named_damaged(tmp_path: Path):
+    path = filled(tmp_path / "runs.db")
+    size = path.stat().st_size
+    assert size >= 8 * 4096, size
+    damage(path, range(1, size // 4096))  # every page but the schema's
+    with pytest.raises(StoreError, match="runs.db is damaged .*malformed.*recover"):
+        Store.open(path)
+    one = filled(tmp_path / "one.db")
+    damage(one, range(one.stat().st_size // 4096 - 1, one.stat().st_size // 4096))
+    with Store.open(one) as store:  # opens: the damage is in a page it has not read
+        with pytest.raises(StoreError, match="one.db is damaged .*a search does not add"):
+            store.check_intact()
+    with Store.open(filled(tmp_path / "fine.db")) as store:
+        store.check_intact()
+
+
+def test_a_read_only_connection_fails_the_write_check_and_writes_nothing(tmp_path: Path):
+    path = filled(tmp_path / "runs.db", individuals=2)
+    with Store.open(path) as store:
+        store.check_writable()  # passes, and leaves nothing behind
+        assert not store.db.conn.in_transaction
+        store.db.execute("PRAGMA query_only = ON")  # as SQLite treats a read-only file
+        with pytest.raises(StoreError, match="cannot write .*runs.db: attempt to write a "
+                                             "readonly database"):
+            store.check_writable()
+        assert not store.db.conn.in_transaction
+        assert len(store.individuals(1)) == 2
+
+
 def test_unknown_ids(store: Store):
     run_id = new_run(store)
     missing = run_id + 1
