@@ -11,6 +11,7 @@ from contextvars import ContextVar
 Watcher = Callable[[int, int], None]  # (step done, steps in this training loop)
 
 _watcher: ContextVar[Watcher | None] = ContextVar("training_watcher", default=None)
+_reference: ContextVar[str | None] = ContextVar("training_reference", default=None)
 
 
 @contextmanager
@@ -28,3 +29,19 @@ def report_step(step: int, steps: int) -> None:
     callback = _watcher.get()
     if callback is not None:
         callback(step, steps)
+
+
+@contextmanager
+def training_reference(name: str) -> Iterator[None]:
+    """Mark the training loops run inside the block as training ``name``, a reference a
+    score is measured against, not the program the command is showing."""
+    token = _reference.set(name)
+    try:
+        yield
+    finally:
+        _reference.reset(token)
+
+
+def reference_in_training() -> str | None:
+    """The reference being trained now (see ``training_reference``), if any."""
+    return _reference.get()

@@ -31,6 +31,7 @@ from ..programs.program import Program
 from .cnn import FlatCNN
 from .data import VOCAB_SIZE, Split, char_windows, digits
 from .mlp import FlatMLP
+from .progress import training_reference
 from .result import EvalResult
 from .trainer import Filters, FlatModel, train
 
@@ -146,7 +147,8 @@ class TrainingTask(Task):
                                                          progress_step=None, time_limit=None))
         key = (type(self).__name__, self.tier, lenient)  # data can depend on the tier
         if key not in _SEED_METRICS:
-            seed = self.run(OptimizerSpace.seed(), lenient)
+            with training_reference("now the AdamW seed that fitness is relative to"):
+                seed = self.run(OptimizerSpace.seed(), lenient)
             _SEED_METRICS[key] = seed.fitness if seed.ok else None
         return _SEED_METRICS[key]
 

@@ -1,6 +1,6 @@
 """Export an optimizer program as a standalone ``.py`` file: a ``torch.optim.Optimizer``.
 
-The generated file imports only ``torch`` (and ``math`` when an op needs it), so it can
+The generated file imports only ``torch`` (and ``math`` or ``warnings`` where needed), so it can
 be copied into any project. Every instruction becomes one line of torch code with the
 interpreter's exact (safe) semantics, from the ``OP_CODE`` table below.
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .analysis import instruction_reads_input_first, undefined_read_error
 from .known import KnownProgram
-from .ops import OPS, newton_schulz
+from .ops import ACROSS_PARAMETERS, OPS, newton_schulz
 from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
@@ -217,7 +217,7 @@ def _norm(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
 ''', ("_segment_sum",)),
     "_global_norm": ('''\
 def _global_norm(x: torch.Tensor, shapes: list[torch.Size]) -> torch.Tensor:
-    """L2 norm over all parameters together."""
+    """L2 norm over all the given parameters together."""
     return torch.sqrt((x.expand(sum(s.numel() for s in shapes)) ** 2).sum())
 ''', ()),
     "_dot": ('''\
@@ -491,6 +491,7 @@ def export_source(program: Program, class_name: str,
     check_class_name(class_name)
     body, hyper, lr_default = _exported_body(program, hyperparameters, lr, lr_multiple)
     flat = any(OPS[ins.op].needs_layout for ins in body.instructions)
+    across = sorted({ins.op for ins in body.instructions} & set(ACROSS_PARAMETERS))
     scalars = ("lr", *hyper)
     reads = {name for name in _INPUTS + tuple(hyper)
              if instruction_reads_input_first(body, name) is not None}
@@ -530,13 +531,14 @@ def export_source(program: Program, class_name: str,
     module_doc, class_doc = _docstrings(
         program, class_name, doc, hyper, flat=flat, evolved=hyperparameters is None,
         lr_multiple=lr_multiple if lr is None else 1.0, reads_lr="lr" in reads,
-        state=used_state)
+        state=used_state, across=across)
 
     out = _docstring(module_doc) + [""]
     # The foreach path may need math where the loop path does not (an op on a python
     # number runs as python there, ``math.sqrt(abs(v))``, and on a 0-d tensor here).
     if any(re.search(r"\bmath\.", line) for line in lines + method_lines + helper_sources):
         out += ["import math", ""]
+    out += ["import warnings", ""] if across else []
     out += ["import torch", "", ""]
     for src in helper_sources:
         out += src.rstrip("\n").splitlines() + ["", ""]
@@ -546,7 +548,11 @@ def export_source(program: Program, class_name: str,
     out += ["        if not 0.0 <= lr:",
             '            raise ValueError(f"Invalid learning rate: {lr}")']
     out += _dict_lines("defaults", defaults, "        ")
-    out += ["        super().__init__(params, defaults)", ""]
+    out += ["        super().__init__(params, defaults)"]
+    if across:
+        out += ["        if len(self.param_groups) > 1:",
+                f'            warnings.warn("{per_group_note(across)}", stacklevel=2)']
+    out += [""]
     out += ["    @torch.no_grad()",
             "    def step(self, closure=None):",
             '        """Update every parameter that has a gradient; returns closure\'s loss."""',
@@ -594,9 +600,16 @@ def _exported_body(program: Program, hyperparameters: dict[str, float] | None,
     return body, hyper, lr_default
 
 
+def per_group_note(ops: Collection[str]) -> str:
+    """What a program with ``global_norm``-like ops does with several parameter groups."""
+    return (f"{' and '.join(ops)}: the norm is taken over each parameter group's "
+            "parameters; the search took it over all parameters together, so pass them "
+            "in one group to train as it did")
+
+
 def _docstrings(program: Program, class_name: str, doc: str, hyper: dict[str, float], *,
                 flat: bool, evolved: bool, lr_multiple: float, reads_lr: bool,
-                state: list[str]) -> tuple[str, str]:
+                state: list[str], across: list[str]) -> tuple[str, str]:
     """The module's docstring (with the source program) and the class's."""
     summary = doc.strip() or ("An optimizer discovered by evoprog." if evolved
                               else f"The {class_name} optimizer.")
@@ -622,6 +635,12 @@ def _docstrings(program: Program, class_name: str, doc: str, hyper: dict[str, fl
         class_doc += ("\n\n``foreach``: update a group's parameters together with torch's "
                       "multi-tensor kernels\n(None: when they are on a GPU), as in "
                       "torch.optim; else one parameter at a time.")
+    if across:
+        names = " and ".join(f"``{op}``" for op in across)
+        class_doc += (f"\n\nWith several parameter groups, {names} take the norm over "
+                      "one group's\nparameters at a time; the search took it over all "
+                      "parameters together,\nso pass them in one group to train as it "
+                      "did (a warning says so).")
     if evolved and lr_multiple != 1.0 and reads_lr:
         class_doc += (f"\n\nlr defaults to the learning rate the search scored best: "
                       f"{lr_multiple:g} x the program's own.")

@@ -220,7 +220,12 @@ def export_layer(program: Program, class_name: str = "EvolvedLayer", doc: str = 
     helpers = "\n\n".join(_HELPERS[h] for h in _HELPERS if h in writer.helpers)
     return (
         f'"""{class_name}: {doc}\n\nExported by evoprog from the layer program:\n\n'
-        f'{listing}\n\nOutput: y * gamma + beta (per-channel affine).\n"""\n\n'
+        f'{listing}\n\nOutput: y * gamma + beta (per-channel affine).\n'
+        + ("\nThe running variance averages the biased batch variance, as the search\n"
+           "did; nn.BatchNorm2d averages the unbiased one, B / (B - 1) times larger\nfor B "
+           "values per channel, so eval-mode outputs differ slightly from it.\n"
+           if any(name.startswith("running_var") for name in writer.buffers.values()) else "")
+        + '"""\n\n'
         "import torch\nfrom torch import nn\n\n\n"
         f"{helpers}\n\n"
         f"class {class_name}(nn.Module):\n"

@@ -253,6 +253,10 @@ _OP_LIST: list[Op] = [
 
 OPS: dict[str, Op] = {op.name: op for op in _OP_LIST}
 
+# Ops that reduce over all parameters together (not each tensor): with several
+# parameter groups, an optimizer runs them over one group at a time.
+ACROSS_PARAMETERS: tuple[str, ...] = ("global_norm", "clip_by_global_norm")
+
 # Binary ops written infix in program text.
 INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 

@@ -9,14 +9,16 @@ here as during search. The program's ``update`` is split back and applied as
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from .analysis import undefined_read_error
+from .export import per_group_note
 from .interpreter import CompiledProgram
-from .ops import Layout
+from .ops import ACROSS_PARAMETERS, Layout
 from .program import Program, ProgramError
 from .space import OptimizerSpace, Space
 
@@ -27,7 +29,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
     ``lr`` is what the program receives as its ``lr`` input (the search feeds the
     schedule's value, 1.0 at the start, and programs scale it themselves), so
     ``ProgramOptimizer(params, known.program())`` trains like the known optimizer.
-    Parameters of one group are split by device and dtype before being laid end to end.
+    Parameters of one group are split by device and dtype before being laid end to end,
+    so ``global_norm`` and ``clip_by_global_norm`` take their norm over one group's
+    parameters; the search took it over all of them (it warns with several groups).
     """
 
     def __init__(self, params: Iterable[Any], program: Program | str, lr: float = 1.0,
@@ -45,6 +49,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
         self._runnable = space.prune(program)
         self._compiled: dict[tuple, CompiledProgram] = {}
         super().__init__(params, {"lr": lr})
+        across = sorted({ins.op for ins in self._runnable} & set(ACROSS_PARAMETERS))
+        if across and len(self.param_groups) > 1:
+            warnings.warn(per_group_note(across), stacklevel=2)
 
     def _compiled_for(self, layout: Layout, device: torch.device,
                       dtype: torch.dtype) -> CompiledProgram:

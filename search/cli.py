@@ -28,7 +28,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from ..evaluators import DEFAULT_TASKS, TIERS, machine
-from ..evaluators.progress import watching
+from ..evaluators.progress import reference_in_training, watching
 from ..programs.export import (
     check_class_name,
     export_known,
@@ -256,7 +256,9 @@ class StepLine:
         now = time.monotonic()
         if self.text and (now - self.shown >= 0.25 or step == steps):
             self.shown = now
-            self.update(f"{self.text}, step {step} of {steps}")
+            reference = reference_in_training()  # the seed a score is relative to
+            self.update(f"{self.text}{f', {reference}' if reference else ''}, step {step} "
+                        f"of {steps}")
 
 
 def print_json(value: Any) -> None:
@@ -853,6 +855,20 @@ def known(names: tuple[str, ...], as_json: bool) -> None:
     show_table(table)
 
 
+# The first line `known NAME` writes of each program: "# lion (optimizer, Lion): ..."
+_KNOWN_HEADER_RE = re.compile(r"^# (\w+) \((?:optimizer|layer), \w+\): ", re.MULTILINE)
+
+
+def _one_program(text: str, label: str) -> str:
+    """``text``, unless it holds several programs printed by `known NAME NAME`: read as
+    one, they would make a program of both."""
+    names = _KNOWN_HEADER_RE.findall(text)
+    if len(names) > 1:
+        raise UserError(f"{label} holds {len(names)} programs ({', '.join(names)}, as "
+                        "`evoprog known` prints several); give one at a time")
+    return text
+
+
 def _hyperparameters(known_program: KnownProgram) -> str:
     return ", ".join(f"{n}={v:g}" for n, v in known_program.defaults.items())
 
@@ -927,7 +943,8 @@ def _target(target: str, family: str, db_path: Path,
         try:
             program = get_space(family).parse(text)
         except ProgramError as exc:  # several targets: say which one
-            raise UserError(f"{'standard input' if target == '-' else target}: {exc}") \
+            hint = f"; pass --family {exc.looks_like}" if exc.looks_like else ""
+            raise UserError(f"{'standard input' if target == '-' else target}: {exc}{hint}") \
                 from None
         return family, target, program, None, None
     if target not in KNOWN and target not in KNOWN_LAYERS and (
@@ -1359,7 +1376,7 @@ def _read_program_file(path: Path) -> str:
         raise UserError(f"cannot read {label} as program text: it is over "
                         f"{MAX_PROGRAM_BYTES >> 20} MiB, and a program is a few lines")
     try:
-        return data.decode("utf-8")
+        return _one_program(data.decode("utf-8"), label)
     except UnicodeDecodeError:
         raise UserError(f"cannot read {label}: not a UTF-8 text file") from None
 

@@ -986,7 +986,9 @@ def test_the_step_line_adds_the_training_step_at_most_four_times_a_second(monkey
     from evoprog.search import cli as cli_module
 
     shown: list[str] = []
-    clock = iter([10.0, 10.1, 10.2, 10.36, 10.4, 10.45])
+    from evoprog.evaluators.progress import training_reference
+
+    clock = iter([10.0, 10.1, 10.2, 10.36, 10.4, 10.45, 10.9])
     monkeypatch.setattr(cli_module.time, "monotonic", lambda: next(clock))
     line = cli_module.StepLine(shown.append)
     line.training(1, 5)  # no text yet: nothing to extend
@@ -997,6 +999,9 @@ def test_the_step_line_adds_the_training_step_at_most_four_times_a_second(monkey
                      "lion: training on digits_mlp (tier C), step 1 of 5",  # 10.1
                      "lion: training on digits_mlp (tier C), step 3 of 5",  # 0.26 s later
                      "lion: training on digits_mlp (tier C), step 5 of 5"]  # the last
+    with training_reference("the reference"):  # what the loop trains is not the program
+        line.training(2, 5)
+    assert shown[-1] == "lion: training on digits_mlp (tier C), the reference, step 2 of 5"
 
 
 def test_tables_on_a_narrow_terminal_keep_every_number_whole(searched, monkeypatch):
@@ -1018,3 +1023,22 @@ def test_tables_on_a_narrow_terminal_keep_every_number_whole(searched, monkeypat
         words = {word for line in lines for word in line.split()}
         assert set(numbers) <= words
         assert args != ("runs",) or {"budget", "family"} <= words  # room left: not folded
+
+
+def test_a_program_of_the_other_family_says_which_family(tmp_path):
+    layer = tmp_path / "s0.txt"
+    layer.write_text(invoke("known", "evonorm_s0").output)
+    for command in (["analyze", layer], ["export", layer, "-o", "-"], ["evaluate", layer]):
+        assert_clean_error(invoke(*command), "like a layer program", "pass --family layer")
+
+
+def test_programs_printed_together_by_known_are_not_read_as_one(tmp_path):
+    two = invoke("known", "lion", "adam").output
+    assert_clean_error(invoke("analyze", "-", input=two),
+                       "standard input holds 2 programs (lion, adam")
+    both = tmp_path / "two.txt"
+    both.write_text(two)
+    for command in (["evaluate", both], ["export", both, "-o", "-"]):
+        assert_clean_error(invoke(*command), f"{both} holds 2 programs")
+    one = invoke("analyze", "-", input=invoke("known", "lion").output)
+    assert one.exit_code == 0 and "recognized Lion" in one.output

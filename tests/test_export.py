@@ -10,6 +10,7 @@ import inspect
 import itertools
 import random
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,8 @@ def test_exported_files_import_only_torch_and_math():
     sources = [export_known(k) for k in KNOWN.values()]
     sources += [export_program(OptimizerSpace.seed()), export_program(
         parse_program(LAYOUT_PROGRAM)), export_program(parse_program("x = pi()\n"
-                                                                     "update = g * x"))]
+                                                                     "update = g * x")),
+                export_program(parse_program("n = global_norm(g)\nupdate = g / n"))]
     for source in sources:
         compile(source, "<exported>", "exec")
         imported = set()
@@ -241,8 +243,9 @@ def test_exported_files_import_only_torch_and_math():
             if isinstance(node, ast.Import):
                 imported |= {alias.name for alias in node.names}
             assert not isinstance(node, ast.ImportFrom)
-        assert imported <= {"torch", "math"}
+        assert imported <= {"torch", "math", "warnings"}
         assert ("math" in imported) == ("math." in source)
+        assert ("warnings" in imported) == ("warnings." in source)
 
 
 def test_orthogonalize_takes_a_parameter_without_rows(tmp_path):
@@ -547,3 +550,33 @@ def test_sparse_gradients_are_refused_with_a_clear_error(tmp_path, source):
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         cls(embedding.parameters()).step()
     assert torch.equal(embedding.weight, before)
+
+
+def test_global_norm_with_several_groups_warns_and_is_per_group(tmp_path):
+    """The search takes global_norm over all parameters; an optimizer runs a group at a
+    time, so with several groups both the exported class and ProgramOptimizer say so,
+    and with one group they agree with the search's all-parameter norm."""
+    text = "n = global_norm(g)\nu = g / n\nupdate = u * lr\n"
+    exported = load(export_program(parse_program(text), "GlobalStep"), tmp_path).GlobalStep
+    assert "one group's" in exported.__doc__
+
+    def updates(make, groups: bool) -> torch.Tensor:
+        a, b = torch.zeros(3, requires_grad=True), torch.zeros(4, requires_grad=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            optimizer = make([{"params": [a]}, {"params": [b]}] if groups else [a, b])
+        said = [str(w.message) for w in caught]
+        assert said == (["global_norm: the norm is taken over each parameter group's "
+                         "parameters; the search took it over all parameters together, "
+                         "so pass them in one group to train as it did"] if groups else [])
+        a.grad = torch.tensor([3.0, 0.0, 0.0])
+        b.grad = torch.tensor([0.0, 4.0, 0.0, 0.0])
+        optimizer.step()
+        return torch.cat([-a.detach(), -b.detach()])
+
+    for make in (lambda p: exported(p, lr=1.0),
+                 lambda p: ProgramOptimizer(p, parse_program(text), lr=1.0)):
+        together = updates(make, groups=False)
+        assert torch.allclose(together, torch.tensor([0.6, 0, 0, 0, 0.8, 0, 0]))
+        per_group = updates(make, groups=True)
+        assert torch.allclose(per_group, torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0]))

@@ -349,3 +349,17 @@ def test_export_refuses_a_class_name_the_file_needs():
     for name in ("nn", "torch", "class", "_Layer", "max", "len"):
         with pytest.raises(ProgramError, match="cannot name a class"):
             export_layer(LayerSpace.seed(), name)
+
+
+def test_the_running_variance_is_the_biased_one_as_its_docstring_says(tmp_path):
+    """An exported batch-statistics layer keeps the biased variance in its running
+    average (as the search did): B / (B - 1) times smaller than nn.BatchNorm2d's."""
+    source = export_known_layer("bn_relu")
+    assert "B / (B - 1) times larger" in source
+    assert "running variance" not in export_known_layer("evonorm_s0").split("import")[0]
+    layer = load_class(source, "BNReLU", tmp_path)(3, momentum=1.0)
+    torch_bn = torch.nn.BatchNorm2d(3, momentum=1.0)
+    x = torch.randn(4, 3, 2, 2)  # B = 16 values per channel
+    layer(x), torch_bn(x)
+    (running_var,) = [b for name, b in layer.named_buffers() if name.startswith("running_var")]
+    assert torch.allclose(running_var.reshape(-1) * 16 / 15, torch_bn.running_var, rtol=1e-5)

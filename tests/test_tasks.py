@@ -302,3 +302,21 @@ def test_running_out_of_device_memory_is_raised_not_blamed_on_the_program(monkey
     monkeypatch.setattr(CompiledProgram, "__call__", out_of_memory)
     with pytest.raises(torch.OutOfMemoryError):
         DigitsMLP(steps=2).evaluate(KNOWN["adamw"].program())
+
+
+def test_a_progress_watcher_can_tell_the_seed_reference_from_the_program(monkeypatch):
+    """Normalizing trains the AdamW seed after the program: a command's status line
+    must not show those steps as the program's."""
+    from evoprog.evaluators import get_task, tasks
+    from evoprog.evaluators.progress import reference_in_training, watching
+
+    monkeypatch.setattr(tasks, "_SEED_METRICS", {})  # the seed trains here
+    seen = []
+    task = get_task("digits_mlp", steps=4, lr_scales=(1.0,))
+    with watching(lambda step, steps: seen.append((step, reference_in_training()))):
+        assert task.evaluate(KNOWN["lion"].program()).ok
+    program, reference = seen[:4], seen[4:]
+    assert [step for step, _ in program] == [1, 2, 3, 4] and {r for _, r in program} == {None}
+    assert [step for step, _ in reference] == [1, 2, 3, 4]
+    assert {r for _, r in reference} == {"now the AdamW seed that fitness is relative to"}
+    assert reference_in_training() is None
