@@ -88,26 +88,33 @@ def show_table(table: Table) -> None:
                 column.width = max(map(len, cells))
                 numbers.append((column, column.width,
                                 max(map(len, str(column.header).split()))))
-        # Widen them to their headers, cheapest first, while the table still fits (with a
-        # column to spare): a header folds only where the terminal leaves no room.
-        for column, number, header in sorted(numbers, key=lambda n: n[2] - n[1]):
-            if header <= number:
-                continue
-            column.width = header
-            if _narrowest(table) >= console.width:
-                column.width = number
-                break
+        # Widen them, cheapest first, while the table still fits (with a column to
+        # spare): each to half its header ("gener" over "ated"), then each to its whole
+        # header, so that a header folds only where the terminal leaves no room, and
+        # then into pieces a reader can join.
+        for whole in (False, True):
+            for column, _, header in sorted(numbers, key=lambda n: n[2] - n[1]):
+                width = header if whole or header <= 6 else -(-header // 2)
+                if width <= column.width:
+                    continue
+                narrower, column.width = column.width, width
+                if _narrowest(table) >= console.width:
+                    column.width = narrower
     console.print(table)
+
+
+TEXT_FOLD = 9  # a longer word in a column of text folds before a header of numbers does
 
 
 def _narrowest(table: Table) -> int:
     """How narrow a borderless ``show_table`` table can fold: each column as wide as its
-    set width or its longest word, and a space between columns."""
+    set width or its longest word (in text, up to TEXT_FOLD), and a space between
+    columns."""
     def longest_word(text: object) -> int:
         return max((len(word) for word in str(text).split()), default=1)
 
-    return sum(column.width or max(longest_word(column.header),
-                                   *map(longest_word, column.cells))
+    return sum(column.width or min(TEXT_FOLD, max(longest_word(column.header),
+                                                  *map(longest_word, column.cells)))
                for column in table.columns) + len(table.columns) - 1
 
 
@@ -482,9 +489,18 @@ def _run_search(store: Store, quiet: bool, make) -> None:
     programs; Ctrl-C or SIGTERM ends it with the command that continues it."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as Bar
+    from rich.table import Column
 
-    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-              TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
+    # On a narrow terminal the figures stay whole and the statistics give way.
+    def whole(width: int) -> Column:
+        return Column(no_wrap=True, min_width=width)
+
+    done = whole(7)  # "999/999"; the budget's width once it is known
+    bar = Bar(TextColumn("{task.description}", table_column=whole(13)),
+              BarColumn(bar_width=20), MofNCompleteColumn(table_column=done),
+              TimeElapsedColumn(table_column=whole(7)),
+              TextColumn("{task.fields[stats]}",
+                         table_column=Column(no_wrap=True, overflow="ellipsis")),
               console=err_console, disable=quiet)
     task = bar.add_task("search", total=None, stats="")
     searcher_id = [0]
@@ -506,6 +522,8 @@ def _run_search(store: Store, quiet: bool, make) -> None:
         err_console.print(f"\n{word} while starting; nothing was searched.")
         sys.exit(code)
     searcher_id[0] = searcher.run_id
+    bar.update(task, total=searcher.config.budget)  # known now, before the first result
+    done.min_width = 2 * len(str(searcher.config.budget)) + 1
     try:
         config = searcher.config
         gpus = f", {config.gpus_per_eval:g} GPU each" if config.gpus_per_eval else ""
