@@ -728,7 +728,7 @@ def test_search_tier_and_funnel_options(tmp_path):
     from evoprog.search.cli import _funnel
 
     assert _funnel("later", "A") == ["B", "C"] and _funnel("later", "B") == ["C"]
-    assert _funnel("C", "B") == ["C"] and _funnel("", "A") == []
+    assert _funnel("C", "B") == ["C"] and _funnel(None, "A") == []
     # A funnel tier no costlier than the search's own is refused before Ray starts.
     result = invoke("search", "optimizer", "--tier", "B", "--funnel", "B,C",
                     "--db", tmp_path / "t.db")
