@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .analysis import instruction_reads_input_first, undefined_read_error
 from .known import KnownProgram
-from .ops import ACROSS_PARAMETERS, OPS, newton_schulz
+from .ops import OPS, across_parameters, newton_schulz, per_group_note
 from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
@@ -491,7 +491,7 @@ def export_source(program: Program, class_name: str,
     check_class_name(class_name)
     body, hyper, lr_default = _exported_body(program, hyperparameters, lr, lr_multiple)
     flat = any(OPS[ins.op].needs_layout for ins in body.instructions)
-    across = sorted({ins.op for ins in body.instructions} & set(ACROSS_PARAMETERS))
+    across = across_parameters(ins.op for ins in body.instructions)
     scalars = ("lr", *hyper)
     reads = {name for name in _INPUTS + tuple(hyper)
              if instruction_reads_input_first(body, name) is not None}
@@ -598,13 +598,6 @@ def _exported_body(program: Program, hyperparameters: dict[str, float] | None,
     if "update" not in body.assigned():
         raise ProgramError("the program never assigns 'update'")
     return body, hyper, lr_default
-
-
-def per_group_note(ops: Collection[str]) -> str:
-    """What a program with ``global_norm``-like ops does with several parameter groups."""
-    return (f"{' and '.join(ops)}: the norm is taken over each parameter group's "
-            "parameters; the search took it over all parameters together, so pass them "
-            "in one group to train as it did")
 
 
 def _docstrings(program: Program, class_name: str, doc: str, hyper: dict[str, float], *,

@@ -13,7 +13,7 @@ functions clamp their argument into the domain.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -256,6 +256,19 @@ OPS: dict[str, Op] = {op.name: op for op in _OP_LIST}
 # Ops that reduce over all parameters together (not each tensor): with several
 # parameter groups, an optimizer runs them over one group at a time.
 ACROSS_PARAMETERS: tuple[str, ...] = ("global_norm", "clip_by_global_norm")
+
+
+def across_parameters(op_names: Iterable[str]) -> list[str]:
+    """Those of these ops that reduce over all parameters together, sorted."""
+    return sorted(set(op_names) & set(ACROSS_PARAMETERS))
+
+
+def per_group_note(across: Iterable[str]) -> str:
+    """What an optimizer running these ops (``across_parameters``) does with several
+    parameter groups."""
+    return (f"{' and '.join(across)}: the norm is taken over each parameter group's "
+            "parameters; the search took it over all parameters together, so pass them "
+            "in one group to train as it did")
 
 # Binary ops written infix in program text.
 INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}

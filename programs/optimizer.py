@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from .analysis import undefined_read_error
-from .export import per_group_note
 from .interpreter import CompiledProgram
-from .ops import ACROSS_PARAMETERS, Layout
+from .ops import Layout, across_parameters, per_group_note
 from .program import Program, ProgramError
 from .space import OptimizerSpace, Space
 
@@ -49,7 +48,7 @@ class ProgramOptimizer(torch.optim.Optimizer):
         self._runnable = space.prune(program)
         self._compiled: dict[tuple, CompiledProgram] = {}
         super().__init__(params, {"lr": lr})
-        across = sorted({ins.op for ins in self._runnable} & set(ACROSS_PARAMETERS))
+        across = across_parameters(ins.op for ins in self._runnable)
         if across and len(self.param_groups) > 1:
             warnings.warn(per_group_note(across), stacklevel=2)
 

@@ -222,8 +222,7 @@ def open_for_runs(db_path: Path) -> Iterator[Store]:
     store = Store.open(db_path)
     if existed:  # refused before any search starts, not at its first record
         try:
-            store.check_writable()
-            store.check_intact()
+            store.check_can_record()
         except BaseException:
             store.close()
             raise
@@ -478,8 +477,7 @@ def resume(run_id: int, address: str | None, max_seconds: float | None, quiet: b
         run = store.run(run_id)
         if run["status"] == "finished":
             raise UserError(f"run {run_id} is already finished")
-        store.check_writable()
-        store.check_intact()
+        store.check_can_record()
         _run_search(store, quiet, lambda hook: Search.resume(
             store, run_id, address, max_seconds, on_progress=hook))
 
@@ -962,8 +960,7 @@ def _target(target: str, family: str, db_path: Path,
             program = get_space(family).parse(text)
         except ProgramError as exc:  # several targets: say which one
             hint = f"; pass --family {exc.looks_like}" if exc.looks_like else ""
-            raise UserError(f"{'standard input' if target == '-' else target}: {exc}{hint}") \
-                from None
+            raise UserError(f"{_source_label(target)}: {exc}{hint}") from None
         return family, target, program, None, None
     if target not in KNOWN and target not in KNOWN_LAYERS and (
             "/" in target or "." in target):
@@ -1210,7 +1207,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
     random search with the same budget."""
     from rich.progress import Progress as Bar
 
-    from .rediscover import TARGETS, report_runs
+    from .rediscover import TARGETS, planned_runs, report_runs
     from .rediscover import rediscover as run_rediscovery
 
     tiers = [] if transfer_tiers.strip().lower() == "none" else _items(transfer_tiers,
@@ -1283,8 +1280,7 @@ def rediscover(target: str, seeds: int, first_seed: int, budget: int,
         except ValueError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt as exc:
-            planned = [(seed, strategy) for seed in range(first_seed, first_seed + seeds)
-                       for strategy in ("evolution", "random")[:1 + random_baseline]]
+            planned = planned_runs(range(first_seed, first_seed + seeds), random_baseline)
             _rediscovery_stopped(exc, store, target, started, report_options,
                                  planned[len(started):])
     _write_rediscovery(report, report_path, plot_path, db_path)
@@ -1378,7 +1374,7 @@ MAX_PROGRAM_BYTES = 1 << 20  # program text is a few hundred bytes; this is no p
 def _read_program_file(path: Path) -> str:
     """A program file's text (``-``: standard input), read no further than any program
     could be, so that a wrong file (or /dev/zero) is one error, not all the memory."""
-    label = "standard input" if str(path) == "-" else str(path)
+    label = _source_label(str(path))
     if label != "standard input" and is_sqlite(path):
         raise UserError(f"cannot read {path} as program text: it is an SQLite database "
                         "(pass it as --db, with an individual's id)")
@@ -1394,9 +1390,15 @@ def _read_program_file(path: Path) -> str:
         raise UserError(f"cannot read {label} as program text: it is over "
                         f"{MAX_PROGRAM_BYTES >> 20} MiB, and a program is a few lines")
     try:
-        return _one_program(data.decode("utf-8"), label)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"cannot read {label}: not a UTF-8 text file") from None
+    return _one_program(text, label)
+
+
+def _source_label(target: str) -> str:
+    """How errors name where program text came from."""
+    return "standard input" if target == "-" else target
 
 
 def _export(family: str, program, class_name: str, lr_multiple: float = 1.0) -> str:

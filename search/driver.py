@@ -522,19 +522,13 @@ class Search:
         try:
             reply = ray.get(ref)
         except (*RETRYABLE, ray.exceptions.RayTaskError) as exc:
-            if not lost_worker(exc):
-                # The evaluation itself raised: the candidate's fault, recorded as failed.
-                self._finish(birth, _failure(_raised(exc)))
-                return
-            # The worker, its node or its device memory failed, not the candidate (Ray
-            # has already retried a dead worker's task on its own): evaluate it again,
-            # unless it keeps failing so, in which case it is recorded as failed.
-            self.lost[birth] = self.lost.get(birth, 0) + 1
-            if self.lost[birth] <= MAX_LOST:
+            lost = self.lost.get(birth, 0)
+            reason = _failed_because(exc, lost)
+            if reason is None:
+                self.lost[birth] = lost + 1
                 self._submit(self.pending[birth])
-                return
-            self._finish(birth, _failure(f"worker lost {self.lost[birth]} times: "
-                                                f"{_cause_name(exc)}"))
+            else:
+                self._finish(birth, _failure(reason))
             return
         result = reply["result"]
         self._finish(birth, Outcome(
@@ -589,15 +583,12 @@ class Search:
                 try:
                     reply = ray.get(done)
                 except (*RETRYABLE, ray.exceptions.RayTaskError) as exc:
-                    if not lost_worker(exc):
-                        rows = [_failed_row(key, tier, _raised(exc))]
-                    elif lost < MAX_LOST:
+                    reason = _failed_because(exc, lost)
+                    if reason is None:
                         ref = self.evaluate.remote(ind["text"], self.config.tasks, tier)
                         waiting[ref] = (ind, lost + 1)
                         continue
-                    else:
-                        rows = [_failed_row(key, tier, f"worker lost {lost + 1} times: "
-                                                       f"{_cause_name(exc)}")]
+                    rows = [_failed_row(key, tier, reason)]
                 else:
                     result = reply["result"]
                     rows = _evaluation_rows(reply["evaluations"])
@@ -760,8 +751,17 @@ def _cause(exc: BaseException) -> BaseException:
     return exc if cause is None else cause
 
 
-def _cause_name(exc: BaseException) -> str:
-    return type(_cause(exc)).__name__
+def _failed_because(exc: BaseException, lost: int) -> str | None:
+    """Why an evaluation that raised ``exc`` is recorded as failed, or None to run it
+    again. An error the evaluation itself raised is the candidate's fault. A worker,
+    node or device memory that failed is not (Ray has already retried a dead worker's
+    task on its own): the candidate runs again, until it has been lost MAX_LOST times
+    before (``lost``), when it keeps failing so and is recorded."""
+    if not lost_worker(exc):
+        return _raised(exc)
+    if lost < MAX_LOST:
+        return None
+    return f"worker lost {lost + 1} times: {type(_cause(exc)).__name__}"
 
 
 def _raised(exc: ray.exceptions.RayTaskError) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -225,6 +225,13 @@ def _scored(program: Program, tasks: Sequence[str], tier: str) -> tuple[float | 
     return (result.fitness, "") if result.ok else (None, f"{result.status}: {result.reason}")
 
 
+def planned_runs(seeds: Iterable[int], random_baseline: bool = True,
+                 ) -> list[tuple[int, str]]:
+    """The searches of a study, in the order it runs them: (seed, strategy)."""
+    strategies = ("evolution", "random") if random_baseline else ("evolution",)
+    return [(seed, strategy) for seed in seeds for strategy in strategies]
+
+
 def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
                max_seconds: float | None = None, population: int = 100,
                tournament: int = 10, parallel: int = 0, tasks: Sequence[str] = (),
@@ -246,26 +253,24 @@ def rediscover(store: Store, name: str, seeds: Sequence[int], budget: int,
     ``on_step`` is as in ``report_runs``."""
     target = TARGETS[name]
     tasks = list(tasks) or list(target.tasks)
-    strategies = ("evolution", "random") if random_baseline else ("evolution",)
     run_ids: list[int] = []
-    for seed in seeds:
-        for strategy in strategies:
-            config = SearchConfig(family=target.family, budget=budget, population=population,
-                                  tournament=tournament, seed=seed, tasks=tasks,
-                                  tier=tier, parallel=parallel, strategy=strategy,
-                                  max_seconds=max_seconds, ops=list(ops),
-                                  neutral=neutral and strategy == "evolution",
-                                  restart_every=restart_every if strategy == "evolution"
-                                  else 0, restart_from=restart_from)
-            label = f"{strategy} seed {seed}"
-            search = Search.start(store, config, address, on_progress=(
-                (lambda p, label=label: on_progress(label, p)) if on_progress else None))
-            if on_start:
-                on_start(search.run_id)
-            search.run()
-            run_ids.append(search.run_id)
-            if on_run:
-                on_run(analyze_run(store, search.run_id, target))
+    for seed, strategy in planned_runs(seeds, random_baseline):
+        config = SearchConfig(family=target.family, budget=budget, population=population,
+                              tournament=tournament, seed=seed, tasks=tasks,
+                              tier=tier, parallel=parallel, strategy=strategy,
+                              max_seconds=max_seconds, ops=list(ops),
+                              neutral=neutral and strategy == "evolution",
+                              restart_every=restart_every if strategy == "evolution"
+                              else 0, restart_from=restart_from)
+        label = f"{strategy} seed {seed}"
+        search = Search.start(store, config, address, on_progress=(
+            (lambda p, label=label: on_progress(label, p)) if on_progress else None))
+        if on_start:
+            on_start(search.run_id)
+        search.run()
+        run_ids.append(search.run_id)
+        if on_run:
+            on_run(analyze_run(store, search.run_id, target))
     return report_runs(store, name, run_ids, compare_tier, transfer_tiers, on_step)
 
 

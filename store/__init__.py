@@ -1,13 +1,13 @@
 """The SQLite record of runs, programs, individuals and their lineage."""
 
 from .db import (
-                 DISCARD_COLUMNS,
-                 INDIVIDUAL_STATUSES,
-                 RUN_STATUSES,
-                 SCHEMA,
-                 Store,
-                 StoreError,
-                 damaged,
+    DISCARD_COLUMNS,
+    INDIVIDUAL_STATUSES,
+    RUN_STATUSES,
+    SCHEMA,
+    Store,
+    StoreError,
+    damaged,
 )
 
 __all__ = ["DISCARD_COLUMNS", "INDIVIDUAL_STATUSES", "RUN_STATUSES", "SCHEMA", "Store",

@@ -290,6 +290,12 @@ class Store:
                              f"{', '.join(missing)} is missing")
         return False
 
+    def check_can_record(self) -> None:
+        """Raise StoreError unless a search may add runs here: the file is writable and
+        intact (checked before a search starts, not at its first record)."""
+        self.check_writable()
+        self.check_intact()
+
     def check_writable(self) -> None:
         """Raise StoreError unless this process may write the database: a search checks
         before it starts, not at its first record. Writes nothing."""
