@@ -10,7 +10,9 @@ have a foreach path as ``torch.optim`` does (``_step_foreach``: the same program
 of tensors with torch's multi-tensor ``torch._foreach_*`` kernels, the default on GPUs).
 Programs that use per-tensor or global reductions (``norm``, ``global_norm``,
 ``orthogonalize``, ...) run once per group on all its parameters laid end to end, as the
-search ran them, with small helper functions for the reductions emitted into the file.
+search ran them, with small helper functions for the reductions emitted into the file;
+those with a global reduction run once on every group's parameters together, each
+group's settings (``lr``, hyperparameters) reaching its own parameters' segment.
 
 Scalars (``lr``, hyperparameters, the per-parameter ``step``) stay python numbers where
 the ops allow it, so known optimizers read like their papers (``abs(beta1) ** step``);
@@ -26,12 +28,13 @@ import keyword
 import math
 import re
 import string
+import textwrap
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from .analysis import instruction_reads_input_first, undefined_read_error
 from .known import KnownProgram
-from .ops import OPS, across_parameters, newton_schulz, per_group_note
+from .ops import OPS, across_parameters, newton_schulz, per_kind_note
 from .program import Instruction, Program, ProgramError, format_program
 from .space import OptimizerSpace
 
@@ -196,6 +199,15 @@ def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The tensors laid end to end in one flat tensor."""
     return torch.cat([t.reshape(-1) for t in tensors])
 ''', ()),
+    "_setting": ('''\
+def _setting(members: list[tuple[torch.Tensor, dict]], name: str) -> torch.Tensor:
+    """A group setting for parameters of several groups laid end to end: a 0-d tensor
+    where their groups agree, else each parameter's value repeated over its segment."""
+    values = [group[name] for _, group in members]
+    if all(value == values[0] for value in values):
+        return members[0][0].new_tensor(values[0])
+    return torch.cat([p.new_full((p.numel(),), group[name]) for p, group in members])
+''', ()),
     "_unflatten": ('''\
 def _unflatten(x: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
     """Each parameter's segment of a flat tensor, in its own shape (0-d x applies to all)."""
@@ -263,7 +275,8 @@ _INPUTS = OptimizerSpace.inputs
 _TENSOR_INPUTS = ("w", "g", "m", "v")
 _STATE = OptimizerSpace.state
 # Names the generated step() uses itself; program variables that clash are renamed.
-_LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "params", "p",
+_LOCALS = ("torch", "math", "self", "closure", "loss", "group", "by_kind", "kind", "kinds",
+           "members", "params", "p",
            "state", "shapes", "steps", "updates", "new_m", "new_v", "i", "defaults",
            "foreach", "new", "scalar", *_ELEMENT_NAMES)
 _PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
@@ -498,8 +511,9 @@ def export_source(program: Program, class_name: str,
     # Python numbers that must be tensors become 0-d tensors of the parameters' dtype.
     like = "p" if not flat else "g" if "g" in reads and "g" not in body.assigned() else \
         "params[0]"
+    # With a global reduction all groups run at once: their settings become tensors.
     inputs = {name: name in _TENSOR_INPUTS or (flat and name == "step")
-              for name in _INPUTS + tuple(hyper)}
+              or (bool(across) and name in scalars) for name in _INPUTS + tuple(hyper)}
     lines, tensor, helpers = _write_body(body, lambda ins, args: _render(ins, args, like),
                                          inputs)
     if not flat:  # the same inputs, each tensor a list of tensors on the foreach path
@@ -514,7 +528,9 @@ def export_source(program: Program, class_name: str,
     if flat:
         helpers |= {"_flatten", "_unflatten"}
         step_lines = _flat_step(reads, lines, used_state, written_state, group_reads,
-                                tensor)
+                                tensor, across=bool(across))
+        if across:
+            helpers.add("_setting")
         method_lines: list[str] = []
     else:
         step_lines = _loop_step(reads, lines, used_state, written_state, group_reads,
@@ -550,8 +566,14 @@ def export_source(program: Program, class_name: str,
     out += _dict_lines("defaults", defaults, "        ")
     out += ["        super().__init__(params, defaults)"]
     if across:
-        out += ["        if len(self.param_groups) > 1:",
-                f'            warnings.warn("{per_group_note(across)}", stacklevel=2)']
+        out += ["        kinds = {(p.device, p.dtype) for group in self.param_groups",
+                '                 for p in group["params"]}',
+                "        if len(kinds) > 1:",
+                "            warnings.warn("]
+        out += [f'                "{chunk}"' for chunk in
+                textwrap.wrap(per_kind_note(across), 76, drop_whitespace=False)]
+        out[-1] += ","
+        out += ["                stacklevel=2)"]
     out += [""]
     out += ["    @torch.no_grad()",
             "    def step(self, closure=None):",
@@ -563,8 +585,7 @@ def export_source(program: Program, class_name: str,
             "        if any(p.grad is not None and p.grad.is_sparse",
             '               for group in self.param_groups for p in group["params"]):',
             f'            raise RuntimeError("{class_name} does not support sparse gradients")',
-            "",
-            "        for group in self.param_groups:"]
+            ""]
     out += step_lines
     out += ["", "        return loss", ""]
     if method_lines:
@@ -622,18 +643,20 @@ def _docstrings(program: Program, class_name: str, doc: str, hyper: dict[str, fl
         class_doc += (f"\n\n{', '.join(hyper)}: the program's constants, exposed as "
                       "hyperparameters.")
     if flat:
+        whose = "every group's" if across else "a group's"
         class_doc += ("\n\n``foreach`` is accepted as in torch.optim; this optimizer always "
-                      "updates a group's\nparameters together, laid end to end.")
+                      f"updates {whose}\nparameters together, laid end to end.")
     else:
         class_doc += ("\n\n``foreach``: update a group's parameters together with torch's "
                       "multi-tensor kernels\n(None: when they are on a GPU), as in "
                       "torch.optim; else one parameter at a time.")
     if across:
         names = " and ".join(f"``{op}``" for op in across)
-        class_doc += (f"\n\nWith several parameter groups, {names} take the norm over "
-                      "one group's\nparameters at a time; the search took it over all "
-                      "parameters together,\nso pass them in one group to train as it "
-                      "did (a warning says so).")
+        class_doc += "\n\n" + textwrap.fill(
+            f"{names} take{'s' if len(across) == 1 else ''} the norm over the parameters of "
+            "every group together, as the search did; each group's settings apply to its "
+            "own parameters. Parameters on several devices or of several dtypes run one "
+            "device and dtype at a time (a warning says so).", 84)
     if evolved and lr_multiple != 1.0 and reads_lr:
         class_doc += (f"\n\nlr defaults to the learning rate the search scored best: "
                       f"{lr_multiple:g} x the program's own.")
@@ -658,7 +681,8 @@ def _loop_step(reads: set[str], body: list[str], used_state: list[str],
     """step()'s group loop for elementwise programs: each parameter in its own shape,
     or all of them at once on the foreach path."""
     ind = " " * 16
-    lines = ['            params = [p for p in group["params"] if p.grad is not None]',
+    lines = ["        for group in self.param_groups:",
+             '            params = [p for p in group["params"] if p.grad is not None]',
              "            if not params:  # the foreach kernels reject empty lists",
              "                continue",
              "            for p in params:"]
@@ -716,19 +740,34 @@ def _foreach_method(reads: set[str], body: list[str], written_state: list[str],
 
 def _flat_step(reads: set[str], body: list[str], used_state: list[str],
                written_state: list[str], group_reads: list[str],
-               tensor: dict[str, bool]) -> list[str]:
-    """step()'s group loop for programs with reductions: the group's parameters laid end
-    to end (per device and dtype, as ``ProgramOptimizer`` does), so per-tensor and
-    global reductions see what they saw during search."""
-    ind = " " * 16
-    lines = ["            by_kind = {}",
-             '            for p in group["params"]:',
-             "                if p.grad is not None:",
-             "                    by_kind.setdefault((p.device, p.dtype), []).append(p)",
-             "            for params in by_kind.values():",
-             f"{ind}for p in params:"]
+               tensor: dict[str, bool], across: bool) -> list[str]:
+    """step()'s loop for programs with reductions: parameters laid end to end (per device
+    and dtype, as ``ProgramOptimizer`` does), so per-tensor and global reductions see
+    what they saw during search. ``across``: the program has a global reduction, so every
+    group's parameters run together, each group's settings on its own segment."""
+    if across:
+        ind = " " * 12
+        lines = ["        by_kind = {}",
+                 "        for group in self.param_groups:",
+                 '            for p in group["params"]:',
+                 "                if p.grad is not None:",
+                 "                    kind = (p.device, p.dtype)",
+                 "                    by_kind.setdefault(kind, []).append((p, group))",
+                 "        for members in by_kind.values():",
+                 f"{ind}params = [p for p, _ in members]"]
+        settings = [f'{ind}{s} = _setting(members, "{s}")' for s in group_reads]
+    else:
+        ind = " " * 16
+        lines = ["        for group in self.param_groups:",
+                 "            by_kind = {}",
+                 '            for p in group["params"]:',
+                 "                if p.grad is not None:",
+                 "                    by_kind.setdefault((p.device, p.dtype), []).append(p)",
+                 "            for params in by_kind.values():"]
+        settings = [f'{ind}{s} = group["{s}"]' for s in group_reads]
+    lines += [f"{ind}for p in params:"]
     lines += _state_init(used_state, ind + "    ")
-    lines += [f'{ind}{s} = group["{s}"]' for s in group_reads]
+    lines += settings
     lines += [f"{ind}shapes = [p.shape for p in params]"]
     sources = {"w": "_flatten(params)", "g": "_flatten([p.grad for p in params])",
                "m": '_flatten([self.state[p]["m"] for p in params])',

@@ -253,8 +253,8 @@ _OP_LIST: list[Op] = [
 
 OPS: dict[str, Op] = {op.name: op for op in _OP_LIST}
 
-# Ops that reduce over all parameters together (not each tensor): with several
-# parameter groups, an optimizer runs them over one group at a time.
+# Ops that reduce over all parameters together (not each tensor): an optimizer runs
+# them over the parameters of every group at once, one device and dtype at a time.
 ACROSS_PARAMETERS: tuple[str, ...] = ("global_norm", "clip_by_global_norm")
 
 
@@ -263,12 +263,12 @@ def across_parameters(op_names: Iterable[str]) -> list[str]:
     return sorted(set(op_names) & set(ACROSS_PARAMETERS))
 
 
-def per_group_note(across: Iterable[str]) -> str:
-    """What an optimizer running these ops (``across_parameters``) does with several
-    parameter groups."""
-    return (f"{' and '.join(across)}: the norm is taken over each parameter group's "
-            "parameters; the search took it over all parameters together, so pass them "
-            "in one group to train as it did")
+def per_kind_note(across: Iterable[str]) -> str:
+    """What an optimizer running these ops (``across_parameters``) does with parameters
+    on several devices or of several dtypes."""
+    return (f"{' and '.join(across)}: the parameters are on several devices or of several "
+            "dtypes, and the norm is taken over those of one device and dtype at a time; "
+            "the search took it over all parameters together")
 
 # Binary ops written infix in program text.
 INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}

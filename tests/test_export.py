@@ -486,7 +486,10 @@ def test_flat_form_lays_out_each_dtype_apart_as_the_interpreter_does(tmp_path):
             optimizer.step()
         return [p.detach().double() for p in params]
 
-    got, want = steps(cls), steps(lambda ps: ProgramOptimizer(ps, program))
+    with pytest.warns(UserWarning, match="several dtypes"):
+        got = steps(cls)
+    with pytest.warns(UserWarning, match="several dtypes"):
+        want = steps(lambda ps: ProgramOptimizer(ps, program))
     assert max_diff(got, want) < 1e-6
     assert got[0][0].item() == pytest.approx(-0.1)  # each dtype clipped to norm 1 alone
 
@@ -552,31 +555,69 @@ def test_sparse_gradients_are_refused_with_a_clear_error(tmp_path, source):
     assert torch.equal(embedding.weight, before)
 
 
-def test_global_norm_with_several_groups_warns_and_is_per_group(tmp_path):
-    """The search takes global_norm over all parameters; an optimizer runs a group at a
-    time, so with several groups both the exported class and ProgramOptimizer say so,
-    and with one group they agree with the search's all-parameter norm."""
+def _two_parameter_updates(make, groups: list[dict] | None,
+                           dtypes=(torch.float32, torch.float32)) -> tuple[torch.Tensor, list]:
+    """The first update of two parameters with gradients [3, 0, 0] and [0, 4, 0, 0], in one
+    group (``groups`` None) or in two with these extra settings; with what was warned."""
+    a = torch.zeros(3, dtype=dtypes[0], requires_grad=True)
+    b = torch.zeros(4, dtype=dtypes[1], requires_grad=True)
+    params = [a, b] if groups is None else [{"params": [a], **groups[0]},
+                                             {"params": [b], **groups[1]}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optimizer = make(params)
+    a.grad = torch.tensor([3.0, 0.0, 0.0], dtype=dtypes[0])
+    b.grad = torch.tensor([0.0, 4.0, 0.0, 0.0], dtype=dtypes[1])
+    optimizer.step()
+    return torch.cat([-a.detach(), -b.detach().to(a.dtype)]), [str(w.message) for w in caught]
+
+
+def test_global_norm_spans_every_parameter_group(tmp_path):
+    """The search takes global_norm over all parameters; the exported class and
+    ProgramOptimizer do too, whatever the parameter groups, each group's lr (and, when
+    exported, its hyperparameters) applying to its own parameters."""
     text = "n = global_norm(g)\nu = g / n\nupdate = u * lr\n"
     exported = load(export_program(parse_program(text), "GlobalStep"), tmp_path).GlobalStep
-    assert "one group's" in exported.__doc__
-
-    def updates(make, groups: bool) -> torch.Tensor:
-        a, b = torch.zeros(3, requires_grad=True), torch.zeros(4, requires_grad=True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            optimizer = make([{"params": [a]}, {"params": [b]}] if groups else [a, b])
-        said = [str(w.message) for w in caught]
-        assert said == (["global_norm: the norm is taken over each parameter group's "
-                         "parameters; the search took it over all parameters together, "
-                         "so pass them in one group to train as it did"] if groups else [])
-        a.grad = torch.tensor([3.0, 0.0, 0.0])
-        b.grad = torch.tensor([0.0, 4.0, 0.0, 0.0])
-        optimizer.step()
-        return torch.cat([-a.detach(), -b.detach()])
-
+    assert "every group together" in exported.__doc__
     for make in (lambda p: exported(p, lr=1.0),
                  lambda p: ProgramOptimizer(p, parse_program(text), lr=1.0)):
-        together = updates(make, groups=False)
-        assert torch.allclose(together, torch.tensor([0.6, 0, 0, 0, 0.8, 0, 0]))
-        per_group = updates(make, groups=True)
-        assert torch.allclose(per_group, torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0]))
+        for groups in (None, [{}, {}]):
+            update, said = _two_parameter_updates(make, groups)
+            assert said == []
+            assert torch.allclose(update, torch.tensor([0.6, 0, 0, 0, 0.8, 0, 0]))
+        update, said = _two_parameter_updates(make, [{}, {"lr": 0.5}])
+        assert said == []
+        assert torch.allclose(update, torch.tensor([0.6, 0, 0, 0, 0.4, 0, 0]))
+
+    # An evolved program's constants are hyperparameters, per group like lr.
+    scaled = "n = global_norm(g)\nu = g / n\nupdate = u * 0.5\n"
+    exported = load(export_program(parse_program(scaled), "Scaled"), tmp_path).Scaled
+    update, _ = _two_parameter_updates(exported, [{}, {"c1": 0.25}])
+    assert torch.allclose(update, torch.tensor([0.3, 0, 0, 0, 0.2, 0, 0]))
+
+
+def test_global_norm_over_several_dtypes_warns_and_runs_each(tmp_path):
+    """Tensors of two dtypes cannot be laid end to end: each dtype's parameters take
+    their own norm, and both optimizers say so when they are made."""
+    text = "n = clip_by_global_norm(g, 1.0)\nupdate = n * lr\n"
+    exported = load(export_program(parse_program(text), "Clipped"), tmp_path).Clipped
+    note = ("clip_by_global_norm: the parameters are on several devices or of several "
+            "dtypes, and the norm is taken over those of one device and dtype at a time; "
+            "the search took it over all parameters together")
+    for make in (lambda p: exported(p, lr=1.0),
+                 lambda p: ProgramOptimizer(p, parse_program(text), lr=1.0)):
+        update, said = _two_parameter_updates(make, None, (torch.float32, torch.float64))
+        assert said == [note]
+        assert torch.allclose(update, torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0]))
+
+
+def test_per_tensor_reductions_take_each_groups_lr(tmp_path):
+    """A program with per-tensor reductions runs every group's parameters together in
+    ProgramOptimizer and group by group in the exported class: the same updates."""
+    text = "u = l2_normalize(g)\nupdate = u * lr\n"
+    exported = load(export_program(parse_program(text), "Normalized"), tmp_path).Normalized
+    for make in (lambda p: exported(p, lr=1.0),
+                 lambda p: ProgramOptimizer(p, parse_program(text), lr=1.0)):
+        update, said = _two_parameter_updates(make, [{"lr": 2.0}, {}])
+        assert said == []
+        assert torch.allclose(update, torch.tensor([2.0, 0, 0, 0, 1.0, 0, 0]))
