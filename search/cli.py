@@ -505,9 +505,10 @@ def _run_search(store: Store, quiet: bool, make) -> None:
 
     def hook(p: Progress) -> None:
         if p.phase != "search":  # the funnel: this tier's programs, not the individuals
+            verb = "promoted" if p.phase_done >= p.phase_total else "promoting"
             bar.update(task, description=f"run {searcher_id[0]}: {p.phase}",
                        completed=p.phase_done, total=p.phase_total,
-                       stats=f"promoting the best {p.phase_total} to {p.phase}")
+                       stats=f"{verb} the best {p.phase_total} to {p.phase}")
             return
         stats = (f"{p.rate:.1f}/s  evaluated {p.evaluated}  cache hits {p.cache_hits}  "
                  f"rejected {p.rejected}  best {fmt(p.best)}")

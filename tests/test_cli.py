@@ -842,8 +842,11 @@ def test_the_progress_names_the_tier_the_funnel_evaluates(tmp_path, ray_local, m
     lines = [line for line in frames.splitlines() if "run 1: " in line]
     assert any("run 1: tier A" in line for line in lines)
     # while the promoted program trains: tier B, none of 1 done
-    assert any("run 1: tier B" in line and " 0/1 " in line for line in lines)
-    assert not any("tier A" in line and "promoting" in line for line in lines)
+    assert any("run 1: tier B" in line and " 0/1 " in line and "promoting the best 1"
+               in line for line in lines)
+    assert not any("tier A" in line and "promot" in line for line in lines)
+    # and once it is scored, the bar says it is done
+    assert "promoted the best 1 to tier B" in lines[-1] and " 1/1 " in lines[-1]
 
 
 def test_gpus_asked_of_a_machine_without_them_is_one_clear_error(tmp_path, ray_local):
