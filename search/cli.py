@@ -40,7 +40,7 @@ from ..programs.layer_export import export_known_layer, export_layer
 from ..programs.program import Program, ProgramError, parse_program
 from ..programs.report import Description, describe
 from ..programs.space import get_space, with_article
-from ..store import Store, StoreError, damaged
+from ..store import Store, StoreError, database_error
 from .driver import (
     Progress,
     Search,
@@ -135,8 +135,7 @@ class EvoprogGroup(click.Group):
             raise UserError(f"{exc}; pass --family {family}" if family else str(exc)) from None
         except sqlite3.DatabaseError as exc:  # a damaged file, a full disk, ...
             db = ctx.meta.get(DB_META, "the database")
-            raise UserError(damaged(db, exc) if "malformed" in str(exc)
-                            else f"cannot use {db}: {exc}") from None
+            raise UserError(database_error(db, exc)) from None
         except KeyboardInterrupt as exc:
             word, code = _stopped_by(exc)
             err_console.print(f"\n{word}.")

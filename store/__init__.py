@@ -8,7 +8,8 @@ from .db import (
     Store,
     StoreError,
     damaged,
+    database_error,
 )
 
 __all__ = ["DISCARD_COLUMNS", "INDIVIDUAL_STATUSES", "RUN_STATUSES", "SCHEMA", "Store",
-           "StoreError", "damaged"]
+           "StoreError", "damaged", "database_error"]

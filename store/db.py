@@ -71,6 +71,16 @@ def damaged(path: str | os.PathLike, detail: object) -> str:
             "what it still holds into a new file")
 
 
+def database_error(path: str | os.PathLike, exc: sqlite3.DatabaseError) -> str:
+    """One line for an SQLite error about the file at ``path``: damaged, not a database
+    at all, or else what SQLite said (a full disk, ...)."""
+    if "malformed" in str(exc):
+        return damaged(path, exc)
+    if "not a database" in str(exc):
+        return f"{path} is not an SQLite database ({exc})"
+    return f"cannot use {path}: {exc}"
+
+
 class StoreError(Exception):
     """A problem the user can fix (wrong path, unknown id); the message is one line."""
 
@@ -233,9 +243,7 @@ class Store:
             raise StoreError(f"cannot open {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:  # "file is not a database", or damaged
             db.close()
-            if "malformed" in str(exc):
-                raise StoreError(damaged(path, exc)) from None
-            raise StoreError(f"{path} is not an SQLite database ({exc})") from None
+            raise StoreError(database_error(path, exc)) from None
         except BaseException:
             db.close()
             raise

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evoprog.store import SCHEMA, Store, StoreError
+from evoprog.store import SCHEMA, Store, StoreError, database_error
 
 
 @pytest.fixture
@@ -325,6 +325,16 @@ def test_a_damaged_file_is_named_damaged(tmp_path: Path):
             store.check_intact()
     with Store.open(filled(tmp_path / "fine.db")) as store:
         store.check_intact()
+
+
+def test_one_message_for_each_kind_of_database_error():
+    """Opening a file and a command that meets an SQLite error later name it alike."""
+    assert database_error("a.db", sqlite3.DatabaseError(
+        "database disk image is malformed")).startswith("a.db is damaged (database disk")
+    assert database_error("a.db", sqlite3.DatabaseError("file is not a database")) == \
+        "a.db is not an SQLite database (file is not a database)"
+    assert database_error("a.db", sqlite3.OperationalError("database or disk is full")) == \
+        "cannot use a.db: database or disk is full"
 
 
 def test_a_read_only_connection_fails_the_write_check_and_writes_nothing(tmp_path: Path):
