@@ -742,9 +742,10 @@ def _flat_step(reads: set[str], body: list[str], used_state: list[str],
                written_state: list[str], group_reads: list[str],
                tensor: dict[str, bool], across: bool) -> list[str]:
     """step()'s loop for programs with reductions: parameters laid end to end (per device
-    and dtype, as ``ProgramOptimizer`` does), so per-tensor and global reductions see
-    what they saw during search. ``across``: the program has a global reduction, so every
-    group's parameters run together, each group's settings on its own segment."""
+    and dtype), so per-tensor and global reductions see what they saw during search.
+    ``across``: the program has a global reduction, so every group's parameters run
+    together, each group's settings on its own segment, as in ``ProgramOptimizer``;
+    else a group at a time, which gives the same updates with python-number settings."""
     if across:
         ind = " " * 12
         lines = ["        by_kind = {}",
