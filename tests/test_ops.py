@@ -163,6 +163,27 @@ def test_sqrt_and_logs_of_negative_numbers_use_the_magnitude():
     assert torch.allclose(OPS["cbrt"].torch_fn(x), -torch.abs(x) ** (1 / 3))
 
 
+def test_sqrt_is_correctly_rounded_leaves_its_input_and_keeps_its_gradient():
+    """sqrt on the CPU takes numpy's root outside autograd: correctly rounded (the float64
+    root rounded to float32) for zeros, infinities, NaN and subnormals too, without
+    writing into its argument; with autograd it is torch's, gradient and all."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 5000, generator=gen) * torch.exp(torch.randn(4, 5000, generator=gen) * 20)
+    x[:, ::7] = 0.0
+    x[0, :4] = torch.tensor([math.inf, -math.inf, math.nan, 1e-41])
+    before = x.clone()
+    root = OPS["sqrt"].torch_fn(x)
+    assert torch.equal(x.nan_to_num(), before.nan_to_num())
+    exact = torch.sqrt(x.double().abs()).float()
+    assert torch.equal(root.isnan(), exact.isnan())
+    assert torch.equal(root.nan_to_num(), exact.nan_to_num())
+    assert root[0, 3].item() > 0  # a subnormal's root is not flushed to zero
+
+    leaf = torch.tensor([4.0, -9.0], requires_grad=True)
+    OPS["sqrt"].torch_fn(leaf).sum().backward()
+    assert torch.allclose(leaf.grad, torch.tensor([0.25, -1 / 6]))
+
+
 def test_log_of_zero_is_minus_inf_only():
     zero = torch.zeros(1, 1)
     for name in ("log", "log2", "log10"):
