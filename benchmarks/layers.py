@@ -5,6 +5,10 @@ Run: python benchmarks/layers.py   (one thread; prints a table, then ``s0_time_r
      python benchmarks/layers.py --spread 6 [FILE ...]
          the search's tier-A fitness of the known layers (and of layer programs in
          FILEs) under 6 training seeds: how far one seed's score is from the mean
+     python benchmarks/layers.py --relu 5
+         seconds of the search's tier-A evaluation of BN-ReLU with max(x, 0) run as
+         torch.relu, as the search runs it, and as clamp_min, alternating for 5 rounds;
+         ends with ``relu_speedup``
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 from evoprog.evaluators.layer_tasks import LAYER_TIERS, LayerSettings, LayerTask
 from evoprog.programs.known import get_known
 from evoprog.programs.layer_export import export_known_layer
+from evoprog.programs.ops import WITH_CONSTANT
 from evoprog.programs.program import Program, parse_program
 
 LAYERS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
@@ -88,13 +93,44 @@ def seed_spread(seeds: int, files: list[str]) -> None:
               f"{min(fitness):7.4f} {max(fitness):7.4f}", flush=True)
 
 
+def relu_timing(rounds: int) -> None:
+    """The search's tier-A evaluation of BN-ReLU with max(x, 0) run as torch.relu
+    (``ops.WITH_CONSTANT``) and as clamp_min, alternating: median seconds and score."""
+    program = get_known("bn_relu").program()
+    task = LayerTask("A")
+    task.evaluate(program)  # warm-up: data, first allocations
+    seconds: dict[str, list[float]] = {"torch.relu": [], "clamp_min": []}
+    scores: dict[str, float | None] = {}
+    for _ in range(rounds):
+        for way in seconds:
+            relu = WITH_CONSTANT.pop(("max", 0.0)) if way == "clamp_min" else None
+            try:
+                start = time.perf_counter()
+                scores[way] = task.evaluate(program).fitness
+                seconds[way].append(time.perf_counter() - start)
+            finally:
+                if relu is not None:
+                    WITH_CONSTANT[("max", 0.0)] = relu
+    print(f"BN-ReLU, digits_layers tier A, median of {rounds} evaluations, 1 thread")
+    print(f"{'max(x, 0) as':14} {'seconds':>8} {'score':>7}")
+    median = {way: statistics.median(values) for way, values in seconds.items()}
+    for way in seconds:
+        print(f"{way:14} {median[way]:8.3f} {scores[way]:7.4f}")
+    print(f"relu_speedup: {median['clamp_min'] / median['torch.relu']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spread", type=int, metavar="SEEDS",
                         help="print the fitness spread over this many seeds instead")
     parser.add_argument("files", nargs="*", help="layer programs to add to --spread")
+    parser.add_argument("--relu", type=int, metavar="ROUNDS",
+                        help="time BN-ReLU's evaluation with max(x, 0) as relu and clamp")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.relu:
+        relu_timing(args.relu)
+        return
     if args.spread:
         seed_spread(args.spread, args.files)
         return

@@ -18,7 +18,7 @@ from operator import itemgetter
 
 import torch
 
-from .ops import OPS, Layout
+from .ops import OPS, WITH_CONSTANT, Layout
 from .program import Instruction, Program, ProgramError
 
 Binding = tuple[Callable[..., torch.Tensor], tuple[str | float, ...]]
@@ -47,6 +47,12 @@ class CompiledProgram:
 
     def _binding(self, ins: Instruction) -> Binding:
         op = OPS[ins.op]
+        names = [a for a in ins.args if isinstance(a, str)]
+        constants = [a for a in ins.args if not isinstance(a, str)]
+        if len(names) == 1 and len(constants) == 1:  # max(x, 0) runs as relu(x)
+            form = WITH_CONSTANT.get((ins.op, float(constants[0])))
+            if form is not None:
+                return form, (names[0],)
         if op.arity == 0:  # a named constant such as pi()
             return _identity, (float(op.torch_fn()),)
         if not op.needs_layout:

@@ -140,6 +140,10 @@ class _Writer:
             return f"{a} {_INFIX[op]} {b}"
         if op == "div":
             return f"{a} / {b}" if args[1] in self.positive else f"{a} / ({b} + 1e-8)"
+        constants = [v for v in args if not isinstance(v, str)]
+        if op == "max" and len(constants) == 1 and constants[0] == 0.0:
+            # ReLU, as the runtime runs it (ops.WITH_CONSTANT): its gradient at 0 is 0
+            return f"torch.relu({a if isinstance(args[0], str) else b})"
         if op in ("max", "min"):
             clamp = "torch.clamp_min" if op == "max" else "torch.clamp_max"
             if not both_const and not isinstance(args[1], str):

@@ -97,7 +97,9 @@ def test_throughput_one_thread_and_whole_machine():
 
 @pytest.mark.parametrize("script, args, figures", [
     ("step_parts.py", "--calls 5 --rounds 1",
-     ["update_in_place_speedup", "log_softmax_speedup"]),
+     ["update_in_place_speedup", "log_softmax_speedup", "sqrt_speedup",
+      "evaluation_sqrt_speedup"]),
+    ("layers.py", "--relu 1", ["relu_speedup"]),
     ("optimizer_step.py", "--layers 2 --steps 3 --rounds 1",
      ["exported_adamw_foreach_speedup"]),
     ("scaling.py", "--budget 12 --parallel 4 --pairs 1 --driver-budget 60 --host-evals 1",

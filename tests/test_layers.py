@@ -171,6 +171,22 @@ def test_runtime_and_export_share_the_gradient_at_ties(tmp_path, text):
     assert grads[1][0] == grads[1][3] == 1.0  # the ties
 
 
+@pytest.mark.parametrize("text", ["y = max(x, 0.0)", "y = max(0.0, x)"])
+def test_max_with_zero_is_relu_in_the_runtime_and_the_export(tmp_path, text):
+    """max(x, 0) runs as torch.relu: the same values, and at x = 0 the gradient 0 of
+    nn.ReLU, in the runtime module and the exported layer alike."""
+    program = parse_program(text)
+    source = export_layer(program, "Rectifier")
+    assert "torch.relu(x)" in source
+    x = torch.tensor([[0.0, -0.5], [0.75, 0.0]]).reshape(1, 4, 1, 1)
+    for layer in (load_class(source, "Rectifier", tmp_path)(4), ProgramLayer(program, 4)):
+        leaf = x.clone().requires_grad_(True)
+        out = layer(leaf)
+        out.sum().backward()
+        assert torch.equal(out, torch.relu(x))
+        assert leaf.grad.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
 def test_runtime_batch_norm_seed_matches_torch_batch_norm():
     layer = ProgramLayer(LayerSpace.seed(), 6)
     bn = torch.nn.BatchNorm2d(6, eps=EPS)
