@@ -21,7 +21,7 @@ BUDGET = 30
 OPTIONS = ["--budget", str(BUDGET), "--population", "6", "--tournament", "3", "--parallel",
            "2", "--seed", "3", "--quiet"]
 TIMEOUT = 120
-NODE_ATTEMPTS = 3  # searches run until one gives the victim node work to lose
+NODE_ATTEMPTS = 5  # searches run until one gives the victim node work to lose
 
 
 @pytest.fixture(scope="module")
@@ -270,9 +270,10 @@ def test_worker_node_killed_mid_search(cluster, reference, tmp_path):
         proc = start_search(cluster, db)
         try:
             def victim_busy_or_done(db=db, proc=proc, cpu_before=cpu_before):
-                # a worker on the victim well into work for this search, or no search
+                # a worker on the victim at work for this search (a warm worker gains
+                # 0.3 s in an evaluation or a few quick rejections), or no search
                 if recorded(db) >= 2 and any(
-                        cpu_seconds(pid) - cpu_before.get(pid, 0.0) > 1.0
+                        cpu_seconds(pid) - cpu_before.get(pid, 0.0) > 0.3
                         for pid in workers(cluster.victim.pids())):
                     return "busy"
                 return "done" if proc.poll() is not None else None
