@@ -112,14 +112,19 @@ def _largest_difference(one: Callable, other: Callable, steps: int = 10) -> floa
     return worst
 
 
-def time_loss(fn: Callable, calls: int) -> float:
-    h = torch.randn(ROWS, BATCH, SIZES[-1], generator=torch.Generator().manual_seed(0))
+def median_seconds(call: Callable[[], object], calls: int) -> float:
+    """Median seconds of ``calls`` calls of ``call()``."""
     seconds = []
     for _ in range(calls):
         start = time.perf_counter()
-        fn(h)
+        call()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
+
+
+def time_loss(fn: Callable, calls: int) -> float:
+    h = torch.randn(ROWS, BATCH, SIZES[-1], generator=torch.Generator().manual_seed(0))
+    return median_seconds(lambda: fn(h), calls)
 
 
 def second_moment() -> torch.Tensor:
@@ -136,15 +141,6 @@ def second_moment() -> torch.Tensor:
     return grad * grad
 
 
-def time_unary(fn: Callable, x: torch.Tensor, calls: int) -> float:
-    seconds = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn(x)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
 def time_evaluation(sqrt: Callable, evaluations: int) -> float:
     """Median seconds of a digits_mlp tier-A evaluation of the AdamW program with the
     program op ``sqrt`` computed by ``sqrt``."""
@@ -153,14 +149,9 @@ def time_evaluation(sqrt: Callable, evaluations: int) -> float:
     kept = OPS["sqrt"]
     OPS["sqrt"] = dataclasses.replace(kept, torch_fn=sqrt)
     try:
-        seconds = []
-        for _ in range(evaluations):
-            start = time.perf_counter()
-            task.evaluate(program)
-            seconds.append(time.perf_counter() - start)
+        return median_seconds(lambda: task.evaluate(program), evaluations)
     finally:
         OPS["sqrt"] = kept
-    return statistics.median(seconds)
 
 
 def time_loss_and_grad(fn: Callable, calls: int) -> float:
@@ -209,8 +200,10 @@ def main() -> None:
             lambda h: torch.log_softmax(h, dim=-1), args.calls),
         "log-softmax from one exponential": lambda: time_loss(
             log_softmax_and_softmax, args.calls),
-        "torch.sqrt of a second moment": lambda: time_unary(torch.sqrt, v, args.calls),
-        "sqrt op (numpy's root)": lambda: time_unary(OPS["sqrt"].torch_fn, v, args.calls),
+        "torch.sqrt of a second moment": lambda: median_seconds(
+            lambda: torch.sqrt(v), args.calls),
+        "sqrt op (numpy's root)": lambda: median_seconds(
+            lambda: OPS["sqrt"].torch_fn(v), args.calls),
         "evaluation with torch.sqrt": lambda: time_evaluation(
             lambda x: torch.sqrt(torch.abs(x)), 3),
         "evaluation with the sqrt op": lambda: time_evaluation(OPS["sqrt"].torch_fn, 3),
