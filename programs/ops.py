@@ -179,6 +179,9 @@ def _interp(x, y, a):
     return (1 - a) * x + a * y
 
 
+_NUMPY_ROOTS = (torch.float32, torch.float64)  # the dtypes numpy takes the root of
+
+
 def _sqrt_abs(x):
     """sqrt(|x|). On the CPU outside autograd numpy takes the root, in place: torch's CPU
     kernel takes a slow path for every vector of floats holding an exact zero, and
@@ -193,8 +196,6 @@ def _sqrt_abs(x):
     np.sqrt(values, out=values)
     return a
 
-
-_NUMPY_ROOTS = (torch.float32, torch.float64)
 
 S = sympy
 _SNorm = sympy.Function("norm")

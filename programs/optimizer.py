@@ -103,9 +103,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
             """(1, 1) where the parameters agree, else each value over its segment."""
             if len(set(values)) == 1:
                 return torch.full((1, 1), values[0], device=p0.device, dtype=p0.dtype)
-            counts = torch.tensor(values, device=p0.device, dtype=p0.dtype)
+            each = torch.tensor(values, device=p0.device, dtype=p0.dtype)
             sizes = torch.tensor(layout.sizes, device=p0.device)
-            return counts.repeat_interleave(sizes).unsqueeze(0)
+            return each.repeat_interleave(sizes).unsqueeze(0)
 
         env = {
             "w": flat(params),

@@ -1374,12 +1374,13 @@ MAX_PROGRAM_BYTES = 1 << 20  # program text is a few hundred bytes; this is no p
 def _read_program_file(path: Path) -> str:
     """A program file's text (``-``: standard input), read no further than any program
     could be, so that a wrong file (or /dev/zero) is one error, not all the memory."""
+    stdin = str(path) == "-"
     label = _source_label(str(path))
-    if label != "standard input" and is_sqlite(path):
+    if not stdin and is_sqlite(path):
         raise UserError(f"cannot read {path} as program text: it is an SQLite database "
                         "(pass it as --db, with an individual's id)")
     try:
-        if label == "standard input":
+        if stdin:
             data = click.get_binary_stream("stdin").read(MAX_PROGRAM_BYTES + 1)
         else:
             with path.open("rb") as file:

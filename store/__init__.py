@@ -7,9 +7,8 @@ from .db import (
     SCHEMA,
     Store,
     StoreError,
-    damaged,
     database_error,
 )
 
 __all__ = ["DISCARD_COLUMNS", "INDIVIDUAL_STATUSES", "RUN_STATUSES", "SCHEMA", "Store",
-           "StoreError", "damaged", "database_error"]
+           "StoreError", "database_error"]
